@@ -1,0 +1,82 @@
+"""MetricLogger: writes metrics.jsonl (one JSON object per line) and drives the progress bar.
+
+It wraps the training loop the way torchvision's reference scripts do, so the loop itself has no
+scattered prints. Records are written compactly, in a fixed key order, so two runs with the same
+seed give byte-identical files.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from breaklab import METRICS_SCHEMA_VERSION
+
+
+def dumps(record: dict[str, Any]) -> str:
+    return json.dumps(record, separators=(",", ":"), allow_nan=False)
+
+
+class MetricLogger:
+    def __init__(self, path: Path, *, keep_lines: list[str] | None = None, show_progress: bool):
+        self.path = path
+        self._f = open(path, "w", encoding="utf-8")
+        if keep_lines:  # a resumed run: the records the checkpoint already covers
+            self._f.writelines(line if line.endswith("\n") else line + "\n" for line in keep_lines)
+        else:
+            self.write({"type": "header", "schema": "breaklab.metrics", "version": METRICS_SCHEMA_VERSION})
+        self.show_progress = show_progress
+        self._bar = None
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._f.write(dumps(record) + "\n")
+
+    def log_step(self, record: dict[str, Any]) -> None:
+        self.write(record)
+        if self._bar is not None:
+            loss = record.get("loss")
+            self._bar.set_postfix_str(f"loss {loss:.4g}" if loss is not None else "loss non-finite",
+                                      refresh=False)
+
+    def log_epoch(self, record: dict[str, Any]) -> None:
+        self.write(record)
+        self._f.flush()
+
+    def progress(self, batches: Iterable, *, total: int, desc: str) -> Iterator:
+        if not self.show_progress:
+            yield from batches
+            return
+        from tqdm import tqdm
+
+        with tqdm(batches, total=total, desc=desc, unit="step", leave=False, file=sys.stderr,
+                  dynamic_ncols=True) as bar:
+            self._bar = bar
+            yield from bar
+        self._bar = None
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def read_metrics(path: Path | str, *, warn=None) -> list[dict[str, Any]]:
+    """Read metrics.jsonl. A cut-off last line (an interrupted run) is dropped with a warning;
+    a bad line elsewhere is an error that names the file and the line."""
+    path = Path(path)
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    records = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            if not isinstance(rec, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as e:
+            if i == len(lines):
+                if warn:
+                    warn(f"{path}: line {i} is cut off or malformed; using the {len(records)} good records before it")
+                break
+            raise ValueError(f"{path}: line {i} is not a valid metrics record ({e})") from None
+        records.append(rec)
+    return records

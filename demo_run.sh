@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# demo_run.sh SEED BREAK [trainer options...]
+#
+# Train with one break switched on (BREAK may be "none"), then pack the run into a
+# byte-reproducible tarball with a .sha256 that `sha256sum -c` accepts.
+#
+#   ./demo_run.sh 42 huge_lr            -> runs/huge_lr_42/, run_huge_lr_42.tgz(.sha256)
+#   ./demo_run.sh 7 none --epochs 1     -> extra options go to trainer.py (see --help)
+#
+# A break that makes training diverge is the expected outcome: the script still exits 0.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+PY="${PYTHON:-$(command -v python || command -v python3)}"
+
+usage() {
+    echo "usage: ./demo_run.sh SEED BREAK [trainer options...]" >&2
+    echo "  SEED   a non-negative integer, e.g. 42" >&2
+    echo "  BREAK  none, or one of the breaks listed by: breaklab list" >&2
+    exit 2
+}
+
+if [[ $# -lt 2 ]]; then usage; fi
+SEED="$1"; BREAK="$2"; shift 2
+if ! [[ "$SEED" =~ ^[0-9]+$ ]] || (( ${#SEED} > 10 )) || (( 10#$SEED > 4294967295 )); then
+    echo "error: SEED must be an integer from 0 to 4294967295, got '$SEED'" >&2
+    exit 2
+fi
+if ! [[ "$BREAK" =~ ^[a-z_]+$ ]]; then
+    echo "error: BREAK must be a break name such as huge_lr (see: breaklab list), got '$BREAK'" >&2
+    exit 2
+fi
+SEED=$((10#$SEED))
+
+NAME="${BREAK}_${SEED}"
+OUT="runs/${NAME}"
+TARBALL="run_${NAME}.tgz"
+
+# 1. Train. Extra options (--epochs, --lr, --amp, ...) pass through to the trainer.
+"$PY" "$HERE/trainer.py" --seed "$SEED" --break "$BREAK" --out "$OUT" "$@"
+
+# 2. Pack metrics, checkpoint, SHA-256, meta.json and this exact command.
+COMMAND="./demo_run.sh $SEED $BREAK${*:+ $*}"
+"$PY" -m breaklab.commands.pack "$OUT" --tarball "$TARBALL" --name "run_${NAME}" \
+    --command "$COMMAND" \
+    --command "python trainer.py --seed $SEED --break $BREAK --out $OUT${*:+ $*}"

@@ -1,0 +1,376 @@
+"""breaklab's training loop: a small MLP on MNIST, with one optional bug switched on.
+
+Read it top to bottom:
+  1. Config         every option, with what it does
+  2. Model          784 -> 256 -> BatchNorm -> ReLU -> Dropout -> 10, He init
+  3. train()        the loop. Each place a bug can hook in is marked  # BREAK HOOK: name
+  4. Command line   `python trainer.py --break huge_lr` (also `breaklab train`)
+
+The bugs live in breaks/: each is a subclass of breaks.base.Break that overrides one hook.
+The fixed plumbing (seeding, data, checkpoints) lives in canonical_setup.py.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from breaks import BREAK_NAMES, UnknownBreak, get_break
+from breaklab import METRICS_SCHEMA_VERSION, __version__
+from breaklab.diagnostics import StepDiagnostics, finite_or_none
+from breaklab.metric_log import MetricLogger, read_metrics
+from canonical_setup import (SetupError, atomic_write_text, configure_determinism,
+                             environment_info, git_commit, load_checkpoint, load_dataset,
+                             minibatches, rng_state, save_checkpoint, seed_everything,
+                             set_rng_state, steps_per_epoch)
+
+
+# ============================================================================
+# 1. Config
+# ============================================================================
+
+def _opt(default, help: str, **kw):
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class Config:
+    seed: int = _opt(42, "Seeds every RNG (Python, NumPy, torch): same seed, same bits.")
+    break_name: str = _opt("none", "The bug to switch on (see `breaklab list`), or 'none'.", flag="--break")
+    epochs: int = _opt(3, "Total epochs of the schedule (the cosine decay spans all of them).")
+    batch_size: int = _opt(64, "Examples per step.")
+    lr: float = _opt(0.1, "Peak learning rate of SGD (reached after the warmup).")
+    momentum: float = _opt(0.9, "SGD momentum.")
+    weight_decay: float = _opt(0.0, "L2 weight decay.")
+    warmup_steps: int = _opt(10, "Steps of linear warmup before the cosine decay.")
+    clip_grad: float = _opt(0.0, "Clip the global gradient norm to this value (0: no clipping).")
+    hidden: int = _opt(256, "Width of the hidden layer.")
+    dropout: float = _opt(0.1, "Dropout probability after the hidden layer.")
+    device: str = _opt("cpu", "cpu or cuda.", choices=("cpu", "cuda"))
+    threads: int = _opt(1, "torch CPU threads. Pinned because the thread count changes the bits.")
+    amp: bool = _opt(False, "Mixed precision: float16 autocast with a GradScaler (CPU or CUDA).")
+    data: str = _opt("sample", "'sample' (bundled 4,000/1,000 real MNIST digits) or 'mnist' (full set).",
+                     choices=("sample", "mnist"))
+    data_dir: str | None = _opt(None, "With --data mnist: torchvision's root (files in DIR/MNIST/raw).")
+    download: bool = _opt(False, "With --data mnist: download MNIST if missing (needs a network).")
+    out: str = _opt("runs/latest", "Folder for metrics.jsonl, checkpoint.pt, meta.json, summary.json.")
+    resume: str | None = _opt(None, "Continue the run saved in this checkpoint.pt (same config, same bits).")
+    stop_after: int | None = _opt(None, "Stop after this many epochs of this invocation (resume later).")
+    quiet: bool = _opt(False, "No progress bar and no summary.")
+    dry_run: bool = _opt(False, "Run two steps and one evaluation only: a quick smoke test.")
+
+
+# The fields that define the training itself: saved in the checkpoint, and fixed on --resume.
+TRAINING_FIELDS = ("seed", "break_name", "epochs", "batch_size", "lr", "momentum", "weight_decay",
+                   "warmup_steps", "clip_grad", "hidden", "dropout", "device", "threads", "amp",
+                   "data", "dry_run")
+
+
+# ============================================================================
+# 2. Model
+# ============================================================================
+
+class MLP(nn.Module):
+    """784 -> hidden -> BatchNorm -> ReLU -> Dropout -> 10. BatchNorm and Dropout are there so that
+    train/eval mode matters."""
+
+    def __init__(self, hidden: int = 256, dropout: float = 0.1):
+        super().__init__()
+        self.fc1 = nn.Linear(28 * 28, hidden)
+        self.bn1 = nn.BatchNorm1d(hidden)
+        self.drop = nn.Dropout(dropout)
+        self.fc2 = nn.Linear(hidden, 10)
+        # He init for the hidden layer (suited to ReLU). The output layer starts small, so every
+        # class starts equally likely and the initial loss is ln(10) = 2.30: a first sanity check.
+        nn.init.kaiming_normal_(self.fc1.weight, nonlinearity="relu")
+        nn.init.normal_(self.fc2.weight, std=0.01)
+        nn.init.zeros_(self.fc1.bias)
+        nn.init.zeros_(self.fc2.bias)
+
+    def forward(self, x: torch.Tensor, return_hidden: bool = False):
+        hidden = F.relu(self.bn1(self.fc1(x)))
+        logits = self.fc2(self.drop(hidden))
+        return (logits, hidden) if return_hidden else logits
+
+
+def warmup_cosine(warmup_steps: int, total_steps: int):
+    """Learning-rate factor per step: linear warmup to 1, then cosine decay to 0."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return factor
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    """Loss and accuracy under model.eval() and no_grad, with the clean criterion."""
+    model.eval()
+    logits = torch.cat([model(xb) for xb in x.split(1000)]).float()
+    loss = F.cross_entropy(logits, y)
+    acc = (logits.argmax(dim=1) == y).float().mean()
+    loss_v, acc_v = torch.stack([loss, acc]).tolist()
+    return {"loss": loss_v, "acc": acc_v}
+
+
+# ============================================================================
+# 3. The training loop
+# ============================================================================
+
+def train(cfg: Config) -> dict[str, Any]:
+    """Run (or resume) one training run; write its files into cfg.out; return the summary."""
+    brk = get_break(cfg.break_name, seed=cfg.seed)
+    amp = cfg.amp or brk.needs_amp  # amp_no_scaling only exists with float16 autocast on
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+
+    # --- Seeding and determinism: one visible block ---------------------------------------
+    configure_determinism(cfg.threads)
+    seed_everything(cfg.seed)
+
+    # --- Data, model, optimizer, schedule, scaler --------------------------------------------
+    data = load_dataset(cfg.data, cfg.data_dir, cfg.download, cfg.device)
+    model = MLP(cfg.hidden, cfg.dropout).to(cfg.device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=brk.learning_rate(cfg.lr),  # BREAK HOOK: huge_lr
+                                momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    n_train = len(data.y_train)
+    per_epoch = 2 if cfg.dry_run else steps_per_epoch(n_train, cfg.batch_size)
+    total_steps = cfg.epochs * per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(cfg.warmup_steps, total_steps))
+    scaler = torch.amp.GradScaler(cfg.device, enabled=brk.use_grad_scaler(amp))  # BREAK HOOK: amp_no_scaling
+
+    start_epoch, step, keep_lines = 0, 0, None
+    if cfg.resume:
+        ckpt = load_checkpoint(cfg.resume)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        scaler.load_state_dict(ckpt["scaler"])
+        set_rng_state(ckpt["rng"])
+        start_epoch, step = ckpt["epoch"], ckpt["step"]
+        keep_lines = _metrics_before(Path(cfg.resume).with_name("metrics.jsonl"), start_epoch)
+
+    meta = _meta(cfg, amp, data.identity)
+    atomic_write_text(out / "meta.json", json.dumps({**meta, "status": "running"}, indent=2) + "\n")
+    logger = MetricLogger(out / "metrics.jsonl", keep_lines=keep_lines,
+                          show_progress=not cfg.quiet and sys.stderr.isatty())
+    diag = StepDiagnostics(model)
+    device_type = torch.device(cfg.device).type
+    # A step the GradScaler skips (inf gradients) makes the scheduler warn; that is expected.
+    warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)`")
+
+    epochs_run = 0
+    for epoch in range(start_epoch, cfg.epochs):
+        seen, correct, losses = 0, torch.zeros((), device=cfg.device), []
+        batches = minibatches(n_train, cfg.batch_size, cfg.seed, epoch)
+        for i, idx in enumerate(logger.progress(batches, total=per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}")):
+            if i == per_epoch:
+                break
+            idx = idx.to(cfg.device)
+            brk.set_mode(model)                                  # BREAK HOOK: eval_mode
+            x = data.x_train[idx]
+            y = brk.targets(data.y_train[idx], step)             # BREAK HOOK: label_permute
+            brk.zero_grad(optimizer)                             # BREAK HOOK: missing_zero_grad
+
+            with torch.autocast(device_type, dtype=torch.float16, enabled=amp):
+                logits, hidden = model(x, return_hidden=True)
+                outputs = brk.outputs(logits)                    # BREAK HOOK: double_softmax
+                loss = brk.loss(outputs, y)                      # BREAK HOOK: loss_sum
+
+            scaler.scale(loss).backward()   # scaling is off (a no-op) without AMP
+            scaler.unscale_(optimizer)      # true gradients from here on: clip and measure those
+            if cfg.clip_grad > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+            diag.before_step()
+            scale = scaler.get_scale() if scaler.is_enabled() else 1.0
+            scaler.step(optimizer)          # skipped by the scaler when a gradient is inf/NaN
+            scaler.update()
+            lr = scheduler.get_last_lr()[0]
+            scheduler.step()                # the schedule moves per step, not per epoch
+
+            record = diag.after_step(loss=loss, outputs=outputs, hidden=hidden, scale=scale,
+                                     step_skipped=scaler.is_enabled() and scaler.get_scale() < scale)
+            logger.log_step({"type": "step", "step": step, "epoch": epoch, "batch_size": len(idx),
+                             "lr": lr, **record})
+            losses.append(record["loss"])
+            correct += (outputs.argmax(dim=1) == y).sum()
+            seen += len(idx)
+            step += 1
+
+        # --- End of epoch: evaluate, log, checkpoint ------------------------------------------
+        test = evaluate(model, data.x_test, data.y_test)
+        train_loss = None if None in losses else sum(losses) / len(losses)
+        logger.log_epoch(finite_or_none({
+            "type": "epoch", "epoch": epoch, "step": step, "train_loss": train_loss,
+            "train_acc": correct.item() / seen, "test_loss": test["loss"], "test_acc": test["acc"]}))
+        checkpoint_sha = save_checkpoint(out / "checkpoint.pt", {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+            "epoch": epoch + 1, "step": step, "rng": rng_state(),
+            "config": {k: getattr(cfg, k) for k in TRAINING_FIELDS},
+            "metrics_schema": METRICS_SCHEMA_VERSION, "breaklab": __version__,
+        })
+        epochs_run += 1
+        if cfg.stop_after is not None and epochs_run >= cfg.stop_after:
+            break
+    logger.close()
+
+    from breaklab.symptoms import summarize
+    summary = summarize(read_metrics(out / "metrics.jsonl"))
+    summary.update(epochs_done=epoch + 1, epochs_total=cfg.epochs, checkpoint_sha256=checkpoint_sha)
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    status = "complete" if epoch + 1 == cfg.epochs else "stopped"
+    atomic_write_text(out / "meta.json", json.dumps(
+        {**meta, "status": status, "checkpoint_sha256": checkpoint_sha}, indent=2) + "\n")
+    summary["seconds"] = time.perf_counter() - t_start  # printed, never written: not reproducible
+    return summary
+
+
+# ============================================================================
+# Plumbing: provenance, resume, command line
+# ============================================================================
+
+def _meta(cfg: Config, amp: bool, dataset: dict[str, Any]) -> dict[str, Any]:
+    resumed = None
+    if cfg.resume:
+        sha_file = Path(cfg.resume).with_name(Path(cfg.resume).name + ".sha256")
+        resumed = {"checkpoint": os.path.abspath(cfg.resume),
+                   "sha256": sha_file.read_text().split()[0] if sha_file.is_file() else None}
+    return {
+        "breaklab": __version__,
+        "metrics_schema": METRICS_SCHEMA_VERSION,
+        "seed": cfg.seed,
+        "break": cfg.break_name,
+        "amp": amp,
+        "config": asdict(cfg),
+        "git": git_commit(),
+        "env": environment_info(cfg.device, cfg.threads),
+        "dataset": dataset,
+        "resumed_from": resumed,
+    }
+
+
+def _metrics_before(path: Path, epochs_done: int) -> list[str] | None:
+    """The metrics lines of the epochs a checkpoint covers, so that a resumed run's metrics.jsonl
+    is the same file an uninterrupted run writes. None when the file is not there."""
+    if not path.is_file():
+        return None
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            break
+        if rec.get("type") == "header" or rec.get("epoch", 0) < epochs_done:
+            keep.append(line)
+    return keep
+
+
+def config_from_checkpoint(cfg: Config, explicit: set[str]) -> Config:
+    """On --resume the training configuration is the checkpoint's; an explicit different value
+    is an error rather than a silently different run."""
+    ckpt = load_checkpoint(cfg.resume)
+    saved = ckpt["config"]
+    for name in TRAINING_FIELDS:
+        if name in explicit and getattr(cfg, name) != saved[name]:
+            flag = "--" + ("break" if name == "break_name" else name.replace("_", "-"))
+            raise SetupError(f"--resume continues the checkpoint's run, which has {flag} "
+                             f"{saved[name]}; drop {flag} {getattr(cfg, name)} or start a new run")
+        setattr(cfg, name, saved[name])
+    if ckpt["epoch"] >= cfg.epochs:
+        raise SetupError(f"checkpoint {cfg.resume} already finished all {cfg.epochs} epochs")
+    return cfg
+
+
+def build_command():
+    """The click command, built from Config so each option's help is its field's text."""
+    import click
+
+    def make_option(f):
+        flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+        kw: dict[str, Any] = {"default": f.default, "help": f.metadata["help"], "show_default": True}
+        if f.type in ("bool", bool):
+            return click.option(flag, f.name, is_flag=True, default=False, help=f.metadata["help"])
+        if "choices" in f.metadata:
+            kw["type"] = click.Choice(f.metadata["choices"])
+        elif f.name == "seed":
+            kw["type"] = click.IntRange(0, 2**32 - 1)
+        elif f.name in ("epochs", "batch_size", "threads", "hidden"):
+            kw["type"] = click.IntRange(min=1)
+        elif f.name in ("warmup_steps",):
+            kw["type"] = click.IntRange(min=0)
+        elif f.name == "stop_after":
+            kw["type"] = click.IntRange(min=1)
+        elif f.name in ("lr", "momentum", "weight_decay", "clip_grad", "dropout"):
+            kw["type"] = click.FloatRange(min=0.0)
+        elif f.name == "resume":
+            kw["type"] = click.Path(dir_okay=False)
+        return click.option(flag, f.name, **kw)
+
+    @click.command(name="train", context_settings={"help_option_names": ["-h", "--help"]})
+    @click.pass_context
+    def command(ctx, **kwargs):
+        """Train the MLP on MNIST with one break switched on (or none).
+
+        Writes metrics.jsonl, checkpoint.pt (+ .sha256), meta.json and summary.json into --out.
+        """
+        cfg = Config(**kwargs)
+        explicit = {k for k in kwargs
+                    if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
+        run_from_cli(cfg, explicit)
+
+    for f in reversed(fields(Config)):
+        command = make_option(f)(command)
+    return command
+
+
+def run_from_cli(cfg: Config, explicit: set[str]) -> dict[str, Any]:
+    import click
+
+    if cfg.break_name not in ["none"] + BREAK_NAMES:
+        raise click.UsageError(f"unknown break {cfg.break_name!r}; valid breaks: "
+                               f"{', '.join(['none'] + BREAK_NAMES)} (see `breaklab list`)")
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise click.UsageError("--device cuda: no CUDA device is available here; use --device cpu")
+    if cfg.data == "mnist" and not cfg.data_dir:
+        raise click.UsageError("--data mnist needs --data-dir DIR (the folder that holds MNIST/raw)")
+    out = Path(cfg.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise click.UsageError(f"cannot write to output folder {out} ({e.strerror}); choose another --out")
+    try:
+        if cfg.resume:
+            cfg = config_from_checkpoint(cfg, explicit)
+        summary = train(cfg)
+    except (SetupError, UnknownBreak) as e:
+        raise click.ClickException(str(e)) from None
+    if not cfg.quiet:
+        from breaklab.symptoms import format_summary
+        what = (f"break {cfg.break_name}, seed {cfg.seed}, {cfg.epochs} epochs, batch {cfg.batch_size}, "
+                f"lr {cfg.lr}, {cfg.device}, {cfg.threads} thread(s), data {cfg.data}")
+        click.echo(format_summary(summary, cfg.out, what))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    build_command()(args=argv, prog_name="trainer.py")
+
+
+if __name__ == "__main__":
+    main()
