@@ -20,6 +20,7 @@ import platform
 import random
 import shutil
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -289,6 +290,22 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _canonical(obj: Any) -> Any:
+    """Fresh containers and interned strings. Pickle's memo records which objects are shared, so a
+    key that is the same str object in two places (as after a fresh start) pickles to other
+    bytes than two equal copies (as after loading a checkpoint). Canonical objects make the
+    bytes depend on the content alone: resumed and uninterrupted runs then match."""
+    if isinstance(obj, dict):
+        return {_canonical(k): _canonical(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_canonical(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_canonical(v) for v in obj)
+    if isinstance(obj, str):
+        return sys.intern(obj)
+    return obj
+
+
 def save_checkpoint(path: Path | str, state: dict[str, Any]) -> str:
     """Save a checkpoint and its ``.sha256`` atomically; return the SHA-256.
 
@@ -297,7 +314,7 @@ def save_checkpoint(path: Path | str, state: dict[str, Any]) -> str:
     """
     path = Path(path)
     buf = io.BytesIO()
-    torch.save(state, buf)
+    torch.save(_canonical(state), buf)
     data = buf.getvalue()
     digest = sha256_bytes(data)
     atomic_write_bytes(path, data)
