@@ -224,7 +224,10 @@ def load_dataset(name: str = "sample", data_dir: str | None = None, download: bo
                 f"MNIST not found under {root / 'MNIST' / 'raw'}: put the four uncompressed IDX "
                 f"files there, or add --download (needs a network), or use --data sample"
             ) from None
-        raise SetupError(f"cannot read MNIST under {root / 'MNIST' / 'raw'}: {e}") from None
+        raise SetupError(
+            f"MNIST files under {root / 'MNIST' / 'raw'} are corrupt or truncated ({e}); "
+            f"replace them (or use --data sample)"
+        ) from None
     except Exception as e:  # truncated or corrupt IDX files surface as assorted errors
         raise SetupError(
             f"MNIST files under {root / 'MNIST' / 'raw'} are corrupt or truncated ({type(e).__name__}: {e}); "

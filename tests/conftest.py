@@ -1,0 +1,47 @@
+"""Shared fixtures: each training run a test needs is made once per test session."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class Run:
+    """A finished training run in a folder, with its records split by type."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.records = read_jsonl(out / "metrics.jsonl")
+        self.steps = [r for r in self.records if r["type"] == "step"]
+        self.epochs = [r for r in self.records if r["type"] == "epoch"]
+        self.meta = json.loads((out / "meta.json").read_text())
+        self.summary = json.loads((out / "summary.json").read_text())
+
+    def series(self, key: str) -> list:
+        return [r[key] for r in self.steps]
+
+
+@pytest.fixture(scope="session")
+def train_run(tmp_path_factory) -> Callable[..., Run]:
+    """train_run(break_name="none", **config) -> Run, trained in-process once per configuration."""
+    from trainer import Config, train
+
+    cache: dict[tuple, Run] = {}
+
+    def make(break_name: str = "none", **overrides) -> Run:
+        key = (break_name, tuple(sorted(overrides.items())))
+        if key not in cache:
+            out = tmp_path_factory.mktemp(f"run_{break_name}")
+            train(Config(break_name=break_name, out=str(out), quiet=True, **overrides))
+            cache[key] = Run(out)
+        return cache[key]
+
+    return make

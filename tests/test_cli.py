@@ -1,0 +1,87 @@
+"""The command surface: `breaklab` group, `train`, `list`, `pack`, and their errors."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from breaklab.cli import cli
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+def test_every_command_has_help(runner):
+    result = runner.invoke(cli, ["--help"])
+    assert result.exit_code == 0
+    for name in cli.commands:
+        sub = runner.invoke(cli, [name, "--help"])
+        assert sub.exit_code == 0, name
+        assert "Usage:" in sub.output
+
+
+def test_list_shows_every_break_with_category(runner):
+    from breaks import BREAK_NAMES, REGISTRY
+
+    result = runner.invoke(cli, ["list"])
+    assert result.exit_code == 0
+    for name in BREAK_NAMES:
+        assert name in result.output and REGISTRY[name].category in result.output
+    as_json = json.loads(runner.invoke(cli, ["list", "--json"]).output)
+    assert [b["name"] for b in as_json] == BREAK_NAMES
+
+
+def test_train_help_documents_every_option(runner):
+    out = runner.invoke(cli, ["train", "--help"]).output
+    for flag in ("--seed", "--break", "--epochs", "--batch-size", "--lr", "--device", "--threads",
+                 "--amp", "--data", "--data-dir", "--out", "--resume", "--quiet", "--dry-run"):
+        assert flag in out, flag
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--break", "nope"], "unknown break 'nope'; valid breaks:"),
+    (["--seed", "-1"], "Invalid value for '--seed'"),
+    (["--seed", "x"], "Invalid value for '--seed'"),
+    (["--epochs", "0"], "Invalid value for '--epochs'"),
+    (["--data", "mnist"], "--data mnist needs --data-dir"),
+    (["--resume", "/nonexistent/checkpoint.pt"], "checkpoint /nonexistent/checkpoint.pt does not exist"),
+])
+def test_train_usage_errors(runner, tmp_path, args, message):
+    result = runner.invoke(cli, ["train", "--out", str(tmp_path / "o"), *args])
+    assert result.exit_code != 0
+    assert message in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_unwritable_output_folder(runner, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = runner.invoke(cli, ["train", "--out", str(blocker / "sub")])
+    assert result.exit_code == 2
+    assert "cannot write to output folder" in result.output
+
+
+def test_dry_run_trains_two_steps(runner, tmp_path):
+    result = runner.invoke(cli, ["train", "--dry-run", "--epochs", "1", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert sum('"type":"step"' in l for l in lines) == 2
+
+
+def test_resume_refuses_a_different_configuration(runner, tmp_path):
+    first = runner.invoke(cli, ["train", "--epochs", "2", "--stop-after", "1", "--quiet",
+                                "--out", str(tmp_path / "a")])
+    assert first.exit_code == 0, first.output
+    result = runner.invoke(cli, ["train", "--resume", str(tmp_path / "a" / "checkpoint.pt"),
+                                 "--lr", "0.5", "--out", str(tmp_path / "b")])
+    assert result.exit_code == 1
+    assert "--resume continues the checkpoint's run, which has --lr 0.1" in result.output
+
+
+def test_pack_refuses_an_unfinished_folder(runner, tmp_path):
+    result = runner.invoke(cli, ["pack", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "is not a finished run" in result.output
