@@ -6,6 +6,8 @@
 #
 #   ./demo_run.sh 42 huge_lr            -> runs/huge_lr_42/, run_huge_lr_42.tgz(.sha256)
 #   ./demo_run.sh 7 none --epochs 1     -> extra options go to trainer.py (see --help)
+#   ./demo_run.sh 5 mystery             -> a break (or none) picked from the seed, name hidden;
+#                                          diagnose it, then: breaklab reveal runs/mystery_5 --guess NAME
 #
 # A break that makes training diverge is the expected outcome: the script still exits 0.
 set -euo pipefail
@@ -16,7 +18,7 @@ PY="${PYTHON:-$(command -v python || command -v python3)}"
 usage() {
     echo "usage: ./demo_run.sh SEED BREAK [trainer options...]" >&2
     echo "  SEED   a non-negative integer, e.g. 42" >&2
-    echo "  BREAK  none, or one of the breaks listed by: breaklab list" >&2
+    echo "  BREAK  none, mystery, or one of the breaks listed by: breaklab list" >&2
     exit 2
 }
 

@@ -22,12 +22,28 @@ REGISTRY: dict[str, type[Break]] = {
 }
 BREAK_NAMES = [name for name in REGISTRY if name != "none"]
 
+# Mystery mode: `--break mystery` picks one break, or none, from the seed and records only the
+# word "mystery". The choice is a fixed function of the seed (see mystery_choice).
+MYSTERY = "mystery"
+
+
+def mystery_choice(seed: int) -> str:
+    """The break (or "none") a mystery run with this seed uses: a SHA-256 of the seed, so it is
+    the same on every machine and Python version, and a guess cannot be read off the seed."""
+    import hashlib
+
+    options = ["none"] + sorted(BREAK_NAMES)
+    digest = hashlib.sha256(f"breaklab-mystery:{seed}".encode()).digest()
+    return options[int.from_bytes(digest[:8], "big") % len(options)]
+
 
 class UnknownBreak(ValueError):
     pass
 
 
 def get_break(name: str, seed: int = 0) -> Break:
+    if name == MYSTERY:
+        name = mystery_choice(seed)
     try:
         return REGISTRY[name](seed=seed)
     except KeyError:
