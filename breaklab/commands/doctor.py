@@ -1,0 +1,26 @@
+"""`breaklab doctor RUN`: diagnose a finished run from its measurements."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command(name="doctor")
+@click.argument("run", type=click.Path(exists=True, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the diagnosis as JSON (see docs/DOCTOR.md).")
+def doctor(run: Path, as_json: bool) -> None:
+    """Diagnose RUN (a run folder or a run tarball): healthy, or which fault, with a confidence,
+    the ranked hypotheses and their evidence, the check to run next and the fix to try.
+
+    The verdict comes from the run's measurements only (metrics.jsonl and the checkpoint's
+    tensors), never from the recorded break or configuration.
+    """
+    from breaklab.doctor import RunReadError, diagnose, format_diagnosis, load_run, to_json_text
+
+    try:
+        loaded = load_run(run)
+    except RunReadError as e:
+        raise click.ClickException(str(e)) from None
+    dx = diagnose(loaded)
+    click.echo(to_json_text(dx) if as_json else format_diagnosis(loaded, dx))
