@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from breaks import BREAK_NAMES, UnknownBreak, get_break
+from breaks import BREAK_NAMES, MYSTERY, UnknownBreak, get_break
 from breaklab import METRICS_SCHEMA_VERSION, __version__
 from breaklab.diagnostics import StepDiagnostics, finite_or_none
 from breaklab.metric_log import MetricLogger, read_metrics
@@ -46,7 +46,8 @@ def _opt(default, help: str, **kw):
 @dataclass
 class Config:
     seed: int = _opt(42, "Seeds every RNG (Python, NumPy, torch): same seed, same bits.")
-    break_name: str = _opt("none", "The bug to switch on (see `breaklab list`), or 'none'.", flag="--break")
+    break_name: str = _opt("none", "The bug to switch on (see `breaklab list`), 'none', or 'mystery' "
+                           "(one picked from the seed, name hidden).", flag="--break")
     epochs: int = _opt(3, "Total epochs of the schedule (the cosine decay spans all of them).")
     batch_size: int = _opt(64, "Examples per step.")
     lr: float = _opt(0.1, "Peak learning rate of SGD (reached after the warmup).")
@@ -234,6 +235,8 @@ def train(cfg: Config) -> dict[str, Any]:
     status = "complete" if epoch + 1 == cfg.epochs else "stopped"
     atomic_write_text(out / "meta.json", json.dumps(
         {**meta, "status": status, "checkpoint_sha256": checkpoint_sha}, indent=2) + "\n")
+    from breaklab.plots import write_report
+    write_report(out)  # report.png: the run's curves on one page, the symptom's first step marked
     summary["seconds"] = time.perf_counter() - t_start  # printed, never written: not reproducible
     return summary
 
@@ -339,9 +342,9 @@ def build_command():
 def run_from_cli(cfg: Config, explicit: set[str]) -> dict[str, Any]:
     import click
 
-    if cfg.break_name not in ["none"] + BREAK_NAMES:
+    if cfg.break_name not in ["none", MYSTERY] + BREAK_NAMES:
         raise click.UsageError(f"unknown break {cfg.break_name!r}; valid breaks: "
-                               f"{', '.join(['none'] + BREAK_NAMES)} (see `breaklab list`)")
+                               f"{', '.join(['none', MYSTERY] + BREAK_NAMES)} (see `breaklab list`)")
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise click.UsageError("--device cuda: no CUDA device is available here; use --device cpu")
     if cfg.data == "mnist" and not cfg.data_dir:

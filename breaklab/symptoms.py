@@ -169,5 +169,5 @@ def format_summary(summary: dict[str, Any], out: str, what: str | None = None) -
         lines += ["          " + s for s in summary["symptoms"][1:]]
     else:
         lines.append("symptoms: none seen: the loss fell and the metrics look healthy")
-    lines.append(f"files:    {out}/ (metrics.jsonl, checkpoint.pt, meta.json, summary.json)")
+    lines.append(f"files:    {out}/ (metrics.jsonl, checkpoint.pt, meta.json, summary.json, report.png)")
     return "\n".join(lines)
