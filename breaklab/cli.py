@@ -17,17 +17,35 @@ def cli() -> None:
       ./demo_run.sh 42 huge_lr      train with the learning rate x100, pack the run
       breaklab list                 the breaks you can switch on
       breaklab train --break NAME   train with one break (same as python trainer.py)
+      breaklab doctor RUN           diagnose a finished run from its measurements
+      breaklab triage --break NAME  the ordered debugging procedure, as short experiments
     """
 
 
 def _register() -> None:
+    from breaklab.commands.compare import compare
+    from breaklab.commands.doctor import doctor
+    from breaklab.commands.grade import grade
+    from breaklab.commands.kit import kit
     from breaklab.commands.list_breaks import list_breaks
     from breaklab.commands.pack import pack
+    from breaklab.commands.plot import plot
+    from breaklab.commands.reveal import reveal
+    from breaklab.commands.submit import submit
+    from breaklab.commands.triage import triage
     from trainer import build_command
 
     cli.add_command(build_command(), "train")
     cli.add_command(list_breaks)
     cli.add_command(pack)
+    cli.add_command(doctor)
+    cli.add_command(triage)
+    cli.add_command(compare)
+    cli.add_command(plot)
+    cli.add_command(reveal)
+    cli.add_command(submit)
+    cli.add_command(grade)
+    cli.add_command(kit)
 
 
 _register()
