@@ -1,0 +1,76 @@
+"""`breaklab grade`: grade submission tarballs (or folders of them) into an output folder."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+FORMATS = ("json", "csv", "gradescope")
+
+
+def _formats(ctx, param, value: str) -> tuple[str, ...]:
+    chosen = tuple(v.strip() for v in value.split(",") if v.strip())
+    bad = [v for v in chosen if v not in FORMATS]
+    if bad or not chosen:
+        raise click.BadParameter(f"use a comma-separated list of {', '.join(FORMATS)}")
+    return chosen
+
+
+@click.command(name="grade")
+@click.argument("submissions", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for the grades; nothing is written outside it.")
+@click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Submissions graded at once (each re-run uses its recorded thread count).")
+@click.option("--format", "formats", default="json,csv", show_default=True, callback=_formats,
+              help="Outputs: json (grade.json + grade.md per submission), csv (grades.csv), "
+                   "gradescope (results.json).")
+@click.option("--repo", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="The course repository the students cloned [default: the one breaklab runs from].")
+@click.option("--timeout", type=click.IntRange(10, 24 * 3600), default=600, show_default=True,
+              help="Wall-clock seconds allowed for each re-run.")
+@click.option("--keep-work", is_flag=True, help="Keep the checkouts and re-runs in OUT/.work.")
+def grade(submissions, out, jobs, formats, repo, timeout, keep_work) -> None:
+    """Grade SUBMISSIONS (tarballs, or folders holding *.tgz).
+
+    Each tarball is opened defensively, its broken and fixed runs are re-run in a sandbox from a
+    fresh checkout of the course repository at its base commit, and it is scored out of 100
+    (reproducibility 35, diagnostics 30, fix 20, explanation 15; see docs/GRADING.md). A
+    submission that cannot be graded gets 0 with the reason; the others go on.
+    """
+    from grader import gitrepo
+    from grader.grade import Grader
+
+    tarballs: list[Path] = []
+    for s in submissions:
+        if s.is_dir() and not s.is_symlink():
+            tarballs += sorted(p for p in s.iterdir() if p.name.endswith((".tgz", ".tar.gz")))
+        else:
+            tarballs.append(s)
+    if not tarballs:
+        raise click.UsageError("no submission tarballs (*.tgz) found in the given folders")
+    if repo is None:
+        repo = gitrepo.toplevel(Path(__file__).resolve().parent)
+        if repo is None:
+            raise click.UsageError("breaklab is not running from a git checkout: pass --repo COURSE_REPO")
+    elif gitrepo.toplevel(repo) is None:
+        raise click.UsageError(f"--repo {repo} is not a git repository")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise click.UsageError(f"cannot create --out {out} ({e.strerror})")
+
+    grader = Grader(repo=repo, out=out, timeout=timeout, keep_work=keep_work,
+                    progress=lambda s: click.echo(s, err=True))
+    click.echo(f"grading {len(tarballs)} submission(s) against {grader.repo} with {jobs} job(s)", err=True)
+
+    def done(i, n, g):
+        extra = f" ({g['reason']})" if g.get("reason") else ""
+        click.echo(f"[{i}/{n}] {g['submission']}: {g['score']}/{g['max']} {g['status']}{extra}", err=True)
+
+    grades = grader.grade_all(tarballs, jobs=jobs, formats=formats, on_done=done)
+    graded = [g for g in grades if g["status"] == "graded"]
+    review = sum(1 for g in grades if g.get("needs_review"))
+    click.echo(f"graded {len(graded)}, rejected {sum(g['status'] == 'rejected' for g in grades)}, "
+               f"errors {sum(g['status'] == 'error' for g in grades)}; {review} with items to review")
+    click.echo(f"grades: {out}/" + ("grades.csv" if "csv" in formats else "<submission>/grade.json"))

@@ -1,0 +1,93 @@
+"""`breaklab kit`: the student hand-out, without the answers."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+# What stays with the instructor: the reference fixes, write-ups and rubrics, and the tests that
+# read them.
+PRIVATE = ("solutions/", "tests/test_solutions.py", "tests/test_grader.py")
+KIT_AUTHOR = ("breaklab course", "course@breaklab.invalid", "2000-01-01T00:00:00+0000")
+
+
+def is_private(path: str) -> bool:
+    return any(path == p or path.startswith(p) for p in PRIVATE)
+
+
+@click.command(name="kit")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="An empty (or new) folder for the hand-out.")
+@click.option("--rev", default="HEAD", show_default=True, help="The commit of the course repository to hand out.")
+@click.option("--repo", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="The course repository [default: the one breaklab runs from].")
+@click.option("--git/--no-git", "make_git", default=True, show_default=True,
+              help="Make the hand-out a git repository with one commit (students need one to submit).")
+def kit(out, rev, repo, make_git) -> None:
+    """Write the student hand-out into OUT: the repository at REV without solutions/ and the
+    tests that read them.
+
+    With --git (the default) OUT becomes a git repository with one commit whose id depends only on
+    the files: give students this repository, and grade against it (`breaklab grade --repo OUT`).
+    """
+    try:
+        commit, n = make_kit(out, rev=rev, repo=repo, make_git=make_git)
+    except (KitError, OSError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"kit: {out} ({n} files, without {', '.join(PRIVATE)})")
+    if commit:
+        click.echo(f"commit: {commit}  (grade with: breaklab grade SUBMISSIONS --repo {out} --out grades)")
+
+
+class KitError(Exception):
+    pass
+
+
+def make_kit(out: Path, rev: str = "HEAD", repo: Path | None = None, make_git: bool = True) -> tuple[str | None, int]:
+    """Export the committed files of rev (minus PRIVATE) into out; return (kit commit, file count)."""
+    import io
+    import os
+    import tarfile
+
+    from grader import gitrepo
+
+    repo = gitrepo.toplevel(repo or Path(__file__).resolve().parent)
+    if repo is None:
+        raise KitError("not a git checkout of the course repository: pass --repo")
+    commit = gitrepo.resolve_commit(repo, rev)
+    if commit is None:
+        raise KitError(f"--rev {rev}: no such commit in {repo}")
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise KitError(f"{out} is not empty: choose a new folder")
+    out.mkdir(parents=True, exist_ok=True)
+    archive = gitrepo.git(["archive", "--format=tar", commit], repo).stdout
+    n = 0
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:  # our own repository's archive
+        for m in tar:
+            if not m.isfile() or is_private(m.name):
+                continue
+            target = out / m.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(tar.extractfile(m).read())
+            os.chmod(target, 0o755 if m.mode & 0o111 else 0o644)
+            n += 1
+    if not make_git:
+        return None, n
+    name, email, date = KIT_AUTHOR
+    env = {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email, "GIT_AUTHOR_DATE": date,
+           "GIT_COMMITTER_NAME": name, "GIT_COMMITTER_EMAIL": email, "GIT_COMMITTER_DATE": date}
+    _git(["init", "--quiet", "--initial-branch=main"], out, env)
+    _git(["add", "--all"], out, env)
+    _git(["-c", "commit.gpgsign=false", "commit", "--quiet", "--no-verify", "-m",
+          f"breaklab student kit (from {commit[:12]})"], out, env)
+    return gitrepo.resolve_commit(out, "HEAD"), n
+
+
+def _git(args: list[str], cwd: Path, env: dict[str, str]) -> None:
+    import os
+    import subprocess
+
+    proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, env={**os.environ, **env})
+    if proc.returncode != 0:
+        raise KitError(f"git {args[0]} failed in {cwd}: {proc.stderr.decode(errors='replace').strip()}")
