@@ -101,7 +101,9 @@ def read_tarball_members(path: Path) -> dict[str, bytes]:
     except (tarfile.TarError, EOFError, OSError, ValueError) as e:
         if isinstance(e, RunReadError):
             raise
-        raise RunReadError(f"{path}: not a readable tarball ({type(e).__name__}: {e})") from None
+        first_line = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise RunReadError(f"{path}: not a readable run tarball ({first_line}); give a .tgz made by "
+                           f"demo_run.sh or breaklab pack, or a run folder") from None
     return files
 
 
