@@ -332,6 +332,9 @@ class Triage:
             means, cause = "the step's gradient is not the batch's gradient: rules in the optimization step", "unknown"
         else:
             means = "gradients reach every parameter, are cleared between steps, and the weights move: rules these out"
+            if r2["update"] > 0.05 * r2["weights"]:
+                means += ("; but one step moves the weights by more than 5% of their norm: rules in the "
+                          "learning rate (step 5 measures it)")
         r = StepResult(4, "gradients and parameter updates", "two training steps on one batch; the gradient "
                        "of step 2 compared with a fresh backward pass", saw, means)
         r.cause = cause
