@@ -342,9 +342,9 @@ def build_command():
 def run_from_cli(cfg: Config, explicit: set[str]) -> dict[str, Any]:
     import click
 
-    if cfg.break_name not in ["none", MYSTERY] + BREAK_NAMES:
+    if cfg.break_name not in ["none"] + BREAK_NAMES + [MYSTERY]:
         raise click.UsageError(f"unknown break {cfg.break_name!r}; valid breaks: "
-                               f"{', '.join(['none', MYSTERY] + BREAK_NAMES)} (see `breaklab list`)")
+                               f"{', '.join(['none'] + BREAK_NAMES + [MYSTERY])} (see `breaklab list`)")
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise click.UsageError("--device cuda: no CUDA device is available here; use --device cpu")
     if cfg.data == "mnist" and not cfg.data_dir:

@@ -48,9 +48,9 @@ def triage(run: Path | None, seed, break_name, batch_size, lr, amp, out_dir) -> 
             setattr(setup, name, value)
     if amp:
         setup.amp = True
-    if setup.break_name not in ["none", MYSTERY] + BREAK_NAMES:
+    if setup.break_name not in ["none"] + BREAK_NAMES + [MYSTERY]:
         raise click.UsageError(f"unknown break {setup.break_name!r}; valid: "
-                               f"{', '.join(['none', MYSTERY] + BREAK_NAMES)}")
+                               f"{', '.join(['none'] + BREAK_NAMES + [MYSTERY])}")
     out_dir = out_dir or Path("runs") / f"triage_{setup.seed}"
     shown = "mystery (hidden)" if setup.break_name == MYSTERY else setup.break_name
     click.echo(f"triage:  code {shown}, seed {setup.seed}, batch {setup.batch_size}, lr {setup.lr:g}"
