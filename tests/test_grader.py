@@ -1,0 +1,224 @@
+"""The grader: reference submissions score >= 95, each bad submission loses exactly the points
+it should, hostile tarballs are rejected with a reason and nothing lands outside --out, and the
+outputs (grade.json, grade.md, grades.csv, Gradescope results.json) are complete.
+
+All submissions are graded in one grader call (tests/submission_fixtures.py): 1 epoch, seed 42.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from grader import intake
+from grader.rubric import WEIGHTS
+
+import submission_fixtures as fx
+
+
+@pytest.fixture(scope="module")
+def grades():
+    return fx.graded()
+
+
+def points(grade) -> dict[str, float]:
+    return {c["name"]: c["points"] for c in grade["criteria"]}
+
+
+@pytest.mark.parametrize("name", fx.BREAKS)
+def test_reference_submission_scores_at_least_95(grades, name):
+    g = grades[name]
+    assert g["status"] == "graded", g.get("reason")
+    assert g["score"] >= 95, [c for c in g["criteria"] if c["points"] < c["max"]]
+    assert g["break_name"] == name and g["seed"] == fx.SEED
+    # Every criterion carries points, maximum and a reason; the groups add up to the weights.
+    assert all({"group", "name", "points", "max", "reason"} <= set(c) and c["reason"] for c in g["criteria"])
+    for group, weight in WEIGHTS.items():
+        assert sum(c["max"] for c in g["criteria"] if c["group"] == group) == weight
+    assert g["reruns"]["broken"]["ok"] and g["reruns"]["fixed"]["ok"]
+
+
+# (bad submission, the reference it derives from, {criterion: points it keeps})
+BAD = {
+    "wrong_fix": ("label_permute", {"recovers": 0}),
+    "non_minimal_fix": ("huge_lr", {"minimal_scope": 0}),
+    "tampered_metrics": ("huge_lr", {"broken_metrics": 0}),
+    "long_report": ("huge_lr", {"length": 0}),
+    "missing_section": ("huge_lr", {"sections": 3}),
+    "wrong_claim": ("huge_lr", {"claim_matches": 0}),
+}
+
+
+@pytest.mark.parametrize("bad", sorted(BAD))
+def test_bad_submission_loses_exactly_its_points(grades, bad):
+    ref_name, expected = BAD[bad]
+    ref, got = points(grades[ref_name]), points(grades[bad])
+    assert grades[bad]["status"] == "graded"
+    for name, value in ref.items():
+        if name in expected:
+            assert got[name] == expected[name], (bad, name, grades[bad]["criteria"])
+        elif name == "concepts" and bad == "long_report":
+            assert got[name] == value  # the filler names nothing new, takes nothing away
+        else:
+            assert got[name] == value, (bad, name)
+    lost = sum(ref[n] - expected[n] for n in expected)
+    assert grades[bad]["score"] == pytest.approx(grades[ref_name]["score"] - lost)
+
+
+def test_bad_submissions_say_why(grades):
+    reason = lambda bad, name: fx.criterion(grades[bad], name)["reason"]
+    assert "does not recover" in reason("wrong_fix", "recovers")
+    assert "trainer.py" in reason("non_minimal_fix", "minimal_scope")
+    assert grades["non_minimal_fix"]["reruns"]["fixed"]["test_acc"] > 0.9  # it did recover
+    assert "edited or not made by this code" in reason("tampered_metrics", "broken_metrics")
+    assert re.search(r"\d+ words \(limit 500\)", reason("long_report", "length"))
+    assert "Verification" in reason("missing_section", "sections")
+    assert "0.5" in reason("wrong_claim", "claim_matches") and "7.662" in reason("wrong_claim", "claim_matches")
+
+
+# ---------------------------------------------------------------------------------------------
+# Hostile tarballs
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", sorted(fx.HOSTILE_REASONS))
+def test_hostile_tarball_is_rejected_by_intake_with_a_reason(name, tmp_path):
+    box = tmp_path / "box"
+    box.mkdir()
+    with pytest.raises(intake.Rejected) as e:
+        intake.open_submission(fx.hostile()[name], box / "x")
+    assert re.search(fx.HOSTILE_REASONS[name], str(e.value)), str(e.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["box"]
+    assert not (Path("/tmp") / fx.ESCAPE_NAME).exists()
+
+
+@pytest.mark.parametrize("name", sorted(fx.HOSTILE_REASONS))
+def test_hostile_submission_gets_zero_and_the_rest_are_graded(grades, name):
+    g = grades[name]
+    assert g["status"] == "rejected" and g["score"] == 0
+    assert re.search(fx.HOSTILE_REASONS[name], g["reason"]), g["reason"]
+    folder = fx.workspace() / "graded" / g["submission"]
+    assert json.loads((folder / "grade.json").read_text())["status"] == "rejected"
+    assert all(grades[b]["status"] == "graded" for b in fx.BREAKS)
+
+
+def test_nothing_is_written_outside_the_output_folder(grades):
+    ws = fx.workspace()
+    assert sorted(p.name for p in ws.iterdir()) == ["course", "evidence", "graded", "hostile", "reports",
+                                                     "students", "subs"]
+    assert not list(ws.rglob(fx.ESCAPE_NAME))
+    assert not (Path("/tmp") / fx.ESCAPE_NAME).exists()
+    # The course repository is untouched: no worktrees, no changes.
+    course = ws / "course"
+    assert subprocess.run(["git", "status", "--porcelain"], cwd=course, capture_output=True,
+                          text=True).stdout == ""
+    assert not (course / ".git" / "worktrees").exists()
+
+
+def test_sandbox_limits_time_and_scrubs_the_environment(tmp_path, monkeypatch):
+    import time
+
+    from grader.sandbox import run_sandboxed
+
+    monkeypatch.setenv("SECRET_TOKEN", "do-not-leak")
+    res = run_sandboxed(["python3", "-c", "import os; print(sorted(os.environ)); print(os.getcwd())"],
+                        cwd=tmp_path, timeout=30)
+    assert res.ok and "SECRET_TOKEN" not in res.stdout and str(tmp_path) in res.stdout
+    start = time.monotonic()
+    # A child that forks a grandchild and sleeps: the whole group dies at the timeout.
+    res = run_sandboxed(["sh", "-c", "sleep 60 & sleep 60"], cwd=tmp_path, timeout=1)
+    assert res.timed_out and time.monotonic() - start < 10
+    res = run_sandboxed(["python3", "-c", "while True: pass"], cwd=tmp_path, timeout=30, cpu_seconds=1)
+    assert not res.ok and "CPU" in res.why()
+    if res.network_isolated:
+        net = run_sandboxed(["python3", "-c", "import socket; socket.create_connection(('1.1.1.1', 53), 2)"],
+                            cwd=tmp_path, timeout=30)
+        assert not net.ok
+
+
+# ---------------------------------------------------------------------------------------------
+# Outputs
+# ---------------------------------------------------------------------------------------------
+
+def test_outputs_json_md_csv_and_gradescope(grades):
+    out = fx.workspace() / "graded"
+    rows = list(csv.DictReader((out / "grades.csv").open()))
+    assert len(rows) == len(grades)
+    by_sub = {r["submission"]: r for r in rows}
+    ref = grades["huge_lr"]
+    row = by_sub[ref["submission"]]
+    assert float(row["score"]) == ref["score"] and row["status"] == "graded" and row["break"] == "huge_lr"
+    assert sum(float(row[g]) for g in WEIGHTS) == pytest.approx(ref["score"])
+    folder = out / ref["submission"]
+    on_disk = json.loads((folder / "grade.json").read_text())
+    assert on_disk["score"] == ref["score"] and len(on_disk["criteria"]) == len(ref["criteria"])
+    md = (folder / "grade.md").read_text()
+    assert f"{ref['score']} / 100.0" in md and "| fix: recovers |" in md
+    gs = json.loads((folder / "results.json").read_text())
+    assert gs["score"] == ref["score"] and gs["visibility"] == "visible"
+    assert all({"name", "score", "max_score", "status", "output", "visibility"} <= set(t) for t in gs["tests"])
+    assert sum(t["max_score"] for t in gs["tests"]) == 100
+
+
+def test_grade_md_shows_broken_and_fixed_plots_side_by_side(grades, tmp_path):
+    from grader.report import grade_markdown, make_plots
+
+    runs = Path(fx.workspace() / "graded" / ".work" / "runs")
+    g = grades["huge_lr"]
+    folders = {}
+    for folder in runs.iterdir():
+        for label in ("broken", "fixed"):
+            if (folder / label / "metrics.jsonl").is_file() and label not in folders:
+                meta = json.loads((folder / label / "meta.json").read_text())
+                if meta["break"] == "huge_lr":
+                    folders[label] = str(folder / label)
+    plots = make_plots(tmp_path, folders)
+    md = grade_markdown(g, plots)
+    if isinstance(plots, dict):
+        assert (tmp_path / "broken.png").is_file() and (tmp_path / "fixed.png").is_file()
+        assert "| ![broken](broken.png) | ![fixed](fixed.png) |" in md
+    else:  # breaklab.plots missing: grading goes on and grade.md says why
+        assert "plots" in md
+
+
+def test_grade_command_on_a_folder(tmp_path):
+    """The CLI surface: a folder of submissions, progress, a summary line, exit 0 even when every
+    submission is rejected; gradescope results.json at the top for a single submission."""
+    from breaklab.cli import cli
+
+    folder = tmp_path / "inbox"
+    folder.mkdir()
+    (folder / "a.tgz").write_bytes(fx.hostile()["bad_json"].read_bytes())
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["grade", str(folder), "--out", str(out), "--format", "json,csv,gradescope",
+                                      "--repo", str(fx.workspace() / "course")])
+    assert result.exit_code == 0, result.output
+    assert "[1/1] a: 0" in result.output and "rejected 1" in result.output
+    assert json.loads((out / "results.json").read_text())["score"] == 0
+    assert (out / "grades.csv").is_file() and not (out / ".work").exists()
+    bad = CliRunner().invoke(cli, ["grade", str(folder), "--out", str(out), "--format", "pdf"])
+    assert bad.exit_code == 2 and "comma-separated" in bad.output
+
+
+def test_kit_leaves_out_the_answers(tmp_path):
+    from breaklab.cli import cli
+
+    result = CliRunner().invoke(cli, ["kit", "--out", str(tmp_path / "kit")])
+    assert result.exit_code == 0, result.output
+    kit = tmp_path / "kit"
+    assert (kit / "trainer.py").is_file() and (kit / "breaks" / "huge_lr.py").is_file()
+    assert (kit / "reports" / "TEMPLATE.md").is_file() and (kit / "grader" / "intake.py").is_file()
+    assert not (kit / "solutions").exists()
+    assert not (kit / "tests" / "test_solutions.py").exists() and not (kit / "tests" / "test_grader.py").exists()
+    assert not list(kit.rglob("rubric.json")) and not list(kit.rglob("fix.patch"))
+    assert "commit:" in result.output
+    # The kit's commit depends only on its files: made twice, the same id.
+    again = CliRunner().invoke(cli, ["kit", "--out", str(tmp_path / "kit2")])
+    commit = lambda p: subprocess.run(["git", "rev-parse", "HEAD"], cwd=p, capture_output=True, text=True).stdout
+    assert commit(kit) == commit(tmp_path / "kit2") != ""
+    refused = CliRunner().invoke(cli, ["kit", "--out", str(kit)])
+    assert refused.exit_code == 1 and "not empty" in refused.output

@@ -1,0 +1,113 @@
+"""The reference solutions: every fix is minimal, applies to the repository, and makes the broken
+run recover; every write-up has the shape a student must follow and names the concepts its own
+rubric asks for.
+
+The training runs come from tests/submission_fixtures.py: each reference submission is built by
+`breaklab submit`'s code, which applies fix.patch in a private checkout of the repository and
+trains there (1 epoch, seed 42), next to the broken run of the unmodified commit.
+"""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from breaklab.metric_log import read_metrics
+from breaklab.submission import MAX_WORDS, parse_symptom_block, prose, sections_present, word_count
+from breaks import BREAK_NAMES, REGISTRY
+from grader import gitrepo
+from grader.recovery import SYMPTOM_CHECKS, check_recovery
+from grader.rubric import claim_criteria, function_spans, scope_criterion, size_criterion
+from solutions import fix_patch, names, rubric, writeup
+
+import submission_fixtures as fx
+
+
+def test_every_break_has_a_solution():
+    assert names() == sorted(BREAK_NAMES) == fx.BREAKS
+    for name in names():
+        r = rubric(name)
+        assert r["break"] == name
+        assert 0 < r["recovery"]["max_acc_drop"] <= 0.02
+        assert r["recovery"]["symptom_checks"] and set(r["recovery"]["symptom_checks"]) <= set(SYMPTOM_CHECKS)
+        assert len(r["concepts"]) >= 2 and all(c["patterns"] for c in r["concepts"])
+        assert REGISTRY[name].metric.split(".")[0] in r["symptom_metrics"]
+
+
+@pytest.mark.parametrize("name", sorted(BREAK_NAMES))
+def test_reference_fix_is_a_minimal_change_of_the_hook(name, tmp_path):
+    """The patch applies to the committed repository and changes only the break's hook."""
+    r = rubric(name)
+    patch = fix_patch(name)
+    tree = gitrepo.checkout(fx.ROOT, gitrepo.resolve_commit(fx.ROOT, "HEAD"), tmp_path / "tree")
+    path = r["fix"]["allowed_files"][0]
+    old = (tree / path).read_text()
+    gitrepo.apply_patch(tree, patch)
+    new = (tree / path).read_text()
+    changes = gitrepo.parse_patch(patch)
+    assert [c.path for c in changes] == [path]
+    assert scope_criterion(changes, r["fix"]["allowed_files"], r["fix"]["allowed_functions"],
+                           {path: old}, {path: new}).points == 6
+    assert size_criterion(changes, r["fix"]["max_changed_lines"]).points == 2
+    # The hook the rubric names is the one the break overrides.
+    cls, hook = r["fix"]["allowed_functions"][0].split(".")
+    assert hook == REGISTRY[name].hook and f"{cls}.{hook}" in function_spans(old)
+
+
+@pytest.mark.parametrize("name", sorted(BREAK_NAMES))
+def test_writeup_has_the_report_shape_and_names_its_concepts(name):
+    text = writeup(name)
+    assert 0 < word_count(text) <= MAX_WORDS
+    assert all(sections_present(text).values())
+    assert re.search(r"^#+\s*60-second interview answer", text, re.M | re.I)
+    claim = parse_symptom_block(text)
+    assert claim and not claim["errors"] and {"metric", "value"} <= set(claim)
+    body = prose(text).lower()
+    for concept in rubric(name)["concepts"]:
+        assert any(re.search(p, body) for p in concept["patterns"]), (name, concept["name"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Each reference fix, applied and trained, recovers; the broken run does not pass the same bar
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def clean_records(tmp_path_factory):
+    from grader.runs import RunSpec, train
+
+    course = fx.workspace() / "course"
+    res = train(course, RunSpec("none", fx.SEED, fx.EPOCHS, 1), tmp_path_factory.mktemp("clean"), "clean")
+    assert res.ok, res.sandbox.why()
+    return read_metrics(res.folder / "metrics.jsonl")
+
+
+def runs_of(name: str) -> dict[str, list[dict]]:
+    _, files = fx.read_members(fx.submissions()[name])
+    return {run: [json.loads(l) for l in files[f"{run}/metrics.jsonl"].decode().splitlines()]
+            for run in ("broken", "fixed")}
+
+
+@pytest.mark.parametrize("name", fx.BREAKS)
+def test_reference_fix_recovers_and_the_bar_rejects_the_broken_run(name, clean_records):
+    bar = rubric(name)["recovery"]
+    runs = runs_of(name)
+    fixed = check_recovery(runs["fixed"], clean_records, bar)
+    assert fixed.passed, fixed.reasons
+    broken = check_recovery(runs["broken"], clean_records, bar)
+    assert not broken.passed, broken.reasons
+    steps = lambda recs: [r for r in recs if r["type"] == "step"]
+    if name != "amp_no_scaling":
+        # The fix restores the clean loop exactly: every step record is the clean run's.
+        assert steps(runs["fixed"]) == steps(clean_records)
+    else:
+        # float16 with loss scaling: the same accuracy within the measured gap (0.001).
+        assert abs(fixed.fixed_acc - fixed.clean_acc) <= 0.002
+
+
+@pytest.mark.parametrize("name", fx.BREAKS)
+def test_writeup_claim_matches_the_broken_run_and_is_a_symptom(name, clean_records):
+    claim = parse_symptom_block(writeup(name))
+    match, shows = claim_criteria(claim, runs_of(name)["broken"], clean_records, rubric(name)["symptom_metrics"])
+    assert match.points == match.max, match.reason
+    assert shows.points == shows.max, shows.reason
