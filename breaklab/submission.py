@@ -48,7 +48,7 @@ def prose(text: str) -> str:
 
 def word_count(text: str) -> int:
     """Words of prose: the structured block and the template's comments do not count."""
-    return len(re.findall(r"[^\W_]+(?:['’.\-][^\W_]+)*", prose(text)))
+    return len(re.findall(r"\w+(?:['’.\-]\w+)*", prose(text)))
 
 
 def sections_present(text: str) -> dict[str, bool]:

@@ -38,6 +38,7 @@ class Grader:
     timeout: float = DEFAULT_TIMEOUT
     keep_work: bool = False
     plots: bool = True
+    formats: tuple[str, ...] = ("json", "csv")
     progress: Callable[[str], None] = lambda s: None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _key_locks: dict = field(default_factory=dict)
@@ -103,7 +104,7 @@ class Grader:
                            f"grade it by hand", detail=traceback.format_exc(limit=5))
         from grader.report import write_submission_outputs
 
-        write_submission_outputs(folder, grade, plots=self.plots)
+        write_submission_outputs(folder, grade, plots=self.plots, gradescope="gradescope" in self.formats)
         return grade
 
     def _grade(self, tarball: Path, sub_id: str, info: dict[str, Any]) -> dict[str, Any]:
@@ -211,6 +212,7 @@ class Grader:
         from grader.report import write_class_outputs
 
         self.out.mkdir(parents=True, exist_ok=True)
+        self.formats = tuple(formats)
         ids = submission_ids(tarballs)
         grades: list[dict[str, Any] | None] = [None] * len(tarballs)
         try:

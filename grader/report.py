@@ -21,11 +21,14 @@ def public(grade: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in grade.items() if not k.startswith("_") and k != "detail"}
 
 
-def write_submission_outputs(folder: Path, grade: dict[str, Any], plots: bool = True) -> None:
+def write_submission_outputs(folder: Path, grade: dict[str, Any], plots: bool = True,
+                             gradescope: bool = False) -> None:
+    """grade.json and grade.md always (they are the record of the grade); results.json on request."""
     atomic_write_text(folder / "grade.json", json.dumps(public(grade), indent=2, sort_keys=False) + "\n")
     plots = make_plots(folder, grade.get("_plots") or {}) if plots else "plots not drawn (--no-plots)"
     atomic_write_text(folder / "grade.md", grade_markdown(grade, plots))
-    atomic_write_text(folder / "results.json", json.dumps(gradescope(grade), indent=2) + "\n")
+    if gradescope:
+        atomic_write_text(folder / "results.json", json.dumps(gradescope_results(grade), indent=2) + "\n")
 
 
 def write_class_outputs(out: Path, grades: list[dict[str, Any]], formats: tuple[str, ...]) -> None:
@@ -44,13 +47,10 @@ def write_class_outputs(out: Path, grades: list[dict[str, Any]], formats: tuple[
         atomic_write_text(out / "grades.csv", buf.getvalue())
     if "gradescope" in formats and len(grades) == 1:
         # Gradescope grades one submission per container: its results.json at the top.
-        atomic_write_text(out / "results.json", json.dumps(gradescope(grades[0]), indent=2) + "\n")
-    if "gradescope" not in formats:
-        for g in grades:
-            (out / g["submission"] / "results.json").unlink(missing_ok=True)
+        atomic_write_text(out / "results.json", json.dumps(gradescope_results(grades[0]), indent=2) + "\n")
 
 
-def gradescope(grade: dict[str, Any]) -> dict[str, Any]:
+def gradescope_results(grade: dict[str, Any]) -> dict[str, Any]:
     """Gradescope autograder results: top-level score and one test per criterion."""
     tests = [{"name": f"{c['group']}: {c['name']}", "score": c["points"], "max_score": c["max"],
               "status": "passed" if c["points"] >= c["max"] else "failed",

@@ -19,18 +19,21 @@ def _formats(ctx, param, value: str) -> tuple[str, ...]:
 @click.command(name="grade")
 @click.argument("submissions", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Folder for the grades; nothing is written outside it.")
+              help="Folder for the grades; the grader writes nothing outside it.")
 @click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Submissions graded at once (each re-run uses its recorded thread count).")
 @click.option("--format", "formats", default="json,csv", show_default=True, callback=_formats,
-              help="Outputs: json (grade.json + grade.md per submission), csv (grades.csv), "
-                   "gradescope (results.json).")
+              help="Outputs: json (grade.json + grade.md per submission; always written), csv "
+                   "(grades.csv), gradescope (results.json per submission, and at the top of OUT "
+                   "when grading one).")
 @click.option("--repo", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="The course repository the students cloned [default: the one breaklab runs from].")
 @click.option("--timeout", type=click.IntRange(10, 24 * 3600), default=600, show_default=True,
               help="Wall-clock seconds allowed for each re-run.")
 @click.option("--keep-work", is_flag=True, help="Keep the checkouts and re-runs in OUT/.work.")
-def grade(submissions, out, jobs, formats, repo, timeout, keep_work) -> None:
+@click.option("--plots/--no-plots", default=True, show_default=True,
+              help="Draw the broken and fixed runs' plots into each grade.md.")
+def grade(submissions, out, jobs, formats, repo, timeout, keep_work, plots) -> None:
     """Grade SUBMISSIONS (tarballs, or folders holding *.tgz).
 
     Each tarball is opened defensively, its broken and fixed runs are re-run in a sandbox from a
@@ -60,7 +63,7 @@ def grade(submissions, out, jobs, formats, repo, timeout, keep_work) -> None:
     except OSError as e:
         raise click.UsageError(f"cannot create --out {out} ({e.strerror})")
 
-    grader = Grader(repo=repo, out=out, timeout=timeout, keep_work=keep_work,
+    grader = Grader(repo=repo, out=out, timeout=timeout, keep_work=keep_work, plots=plots,
                     progress=lambda s: click.echo(s, err=True))
     click.echo(f"grading {len(tarballs)} submission(s) against {grader.repo} with {jobs} job(s)", err=True)
 
