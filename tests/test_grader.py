@@ -222,3 +222,87 @@ def test_kit_leaves_out_the_answers(tmp_path):
     assert commit(kit) == commit(tmp_path / "kit2") != ""
     refused = CliRunner().invoke(cli, ["kit", "--out", str(kit)])
     assert refused.exit_code == 1 and "not empty" in refused.output
+
+
+# ---------------------------------------------------------------------------------------------
+# Single rules, on small inputs
+# ---------------------------------------------------------------------------------------------
+
+def _records(losses, acc):
+    return ([{"type": "step", "step": i, "loss": l} for i, l in enumerate(losses)]
+            + [{"type": "epoch", "epoch": 0, "step": len(losses), "test_acc": acc}])
+
+
+def test_other_environment_gets_partial_credit_only_within_tolerance():
+    from grader.rubric import reproducibility
+
+    rerun = _records([2.3, 2.1, 1.9], 0.916)
+    close = _records([2.3 * (1 + 1e-6), 2.1, 1.9], 0.916)
+    far = _records([2.3 * 1.01, 2.1, 1.9], 0.916)
+    kw = dict(rerun_ok=True, rerun_why="", metrics_same=False, ckpt_same=False, rerun_records=rerun)
+    other = ["torch '2.3.0' vs '2.14.1'"]
+    partial = reproducibility("broken", 9, 8, env_diff=other, sub_records=close, **kw)
+    assert [c.points for c in partial] == [5.4, 4.8] and all(c.review for c in partial)
+    assert "environment differs" in partial[0].reason and "torch" in partial[0].reason
+    assert [c.points for c in reproducibility("broken", 9, 8, env_diff=other, sub_records=far, **kw)] == [0, 0]
+    same_env = reproducibility("broken", 9, 8, env_diff=[], sub_records=close, **kw)
+    assert [c.points for c in same_env] == [0, 0] and "same environment" in same_env[0].reason
+    failed = reproducibility("fixed", 9, 9, rerun_ok=False, rerun_why="stopped at the wall-clock limit",
+                             metrics_same=False, ckpt_same=False, env_diff=[], sub_records=None, rerun_records=None)
+    assert [c.points for c in failed] == [0, 0] and "wall-clock" in failed[0].reason
+
+
+def test_claims_on_epoch_metrics_and_per_layer_paths():
+    from grader.rubric import claim_criteria
+
+    broken = [{"type": "step", "step": 3, "loss": 7.0, "grad_mean": {"fc1.weight": 0.02}},
+              {"type": "epoch", "epoch": 0, "step": 4, "test_acc": 0.1}]
+    clean = [{"type": "step", "step": 3, "loss": 2.0, "grad_mean": {"fc1.weight": 0.0201}},
+             {"type": "epoch", "epoch": 0, "step": 4, "test_acc": 0.92}]
+    m = ["loss", "test_acc", "grad_mean"]
+    match, shows = claim_criteria({"errors": [], "metric": "test_acc", "epoch": 0, "value": 0.1}, broken, clean, m)
+    assert (match.points, shows.points) == (12, 6)
+    # A real value, but not a symptom: the clean run has the same there.
+    match, shows = claim_criteria({"errors": [], "metric": "grad_mean.fc1.weight", "step": 3, "value": 0.02},
+                                  broken, clean, m)
+    assert (match.points, shows.points) == (12, 3) and "not a symptom" in shows.reason
+    match, shows = claim_criteria({"errors": [], "metric": "loss", "step": 99, "value": 7.0}, broken, clean, m)
+    assert (match.points, shows.points) == (0, 0) and "no numeric loss at step 99" in match.reason
+    assert [c.points for c in claim_criteria(None, broken, clean, m)] == [0, 0]
+
+
+def test_evidence_rules():
+    from grader.rubric import evidence_criterion
+
+    claim = {"metric": "grad_norm"}
+    assert evidence_criterion({}, claim).points == 0
+    assert evidence_criterion({"s.json": b'[{"step": 9, "grad_norm": 9.46}]'}, claim).points == 6
+    assert evidence_criterion({"s.txt": b"the loss went up"}, claim).points == 4
+    png = evidence_criterion({"p.png": b"\x89PNG\r\n\x1a\n...."}, claim)
+    assert png.points == 6 and png.review
+    assert evidence_criterion({"b.json": b"{broken", "x.bin": b"\xff\xfe\x00"}, claim).points == 0
+
+
+def test_patch_scope_rules():
+    from grader.gitrepo import parse_patch, patch_problems
+    from grader.rubric import scope_criterion, size_criterion
+
+    def patch(path, old, new, line=5):
+        return (f"diff --git a/{path} b/{path}\n--- a/{path}\n+++ b/{path}\n"
+                f"@@ -{line},1 +{line},1 @@\n-{old}\n+{new}\n").encode()
+
+    src = "class HugeLR:\n    name = 'x'\n\n    def learning_rate(self, lr):\n        return lr * 100\n"
+    fixed = src.replace("lr * 100", "lr")
+    allowed = (["breaks/huge_lr.py"], ["HugeLR.learning_rate"])
+    inside = parse_patch(patch("breaks/huge_lr.py", "        return lr * 100", "        return lr"))
+    assert scope_criterion(inside, *allowed, {"breaks/huge_lr.py": src}, {"breaks/huge_lr.py": fixed}).points == 6
+    outside = parse_patch(patch("breaks/huge_lr.py", "    name = 'x'", "    name = 'y'", line=2))
+    assert scope_criterion(outside, *allowed, {"breaks/huge_lr.py": src}, {"breaks/huge_lr.py": src}).points == 0
+    tests = parse_patch(patch("tests/test_breaks.py", "a", "b"))
+    forbidden = scope_criterion(tests, *allowed, {}, {})
+    assert forbidden.points == 0 and forbidden.review and "tests/test_breaks.py" in forbidden.reason
+    assert size_criterion(inside, 6).points == 2 and size_criterion(parse_patch(b""), 6).points == 0
+    assert patch_problems(patch("../evil.py", "a", "b"))
+    assert patch_problems(patch(".git/config", "a", "b"))
+    link = b"diff --git a/x b/x\nnew file mode 120000\n--- /dev/null\n+++ b/x\n@@ -0,0 +1 @@\n+/etc/passwd\n"
+    assert patch_problems(link)
