@@ -1,0 +1,132 @@
+"""What each per-step diagnostic costs, as a share of the bare training step.
+
+It runs the trainer's own step (model.train(), zero_grad, forward, cross-entropy, backward,
+optimizer step: the same MLP, optimizer and batch size) on the bundled sample, and on every step
+times, on that step's real gradients and activations, each group of statistics of
+breaklab.diagnostics.StepDiagnostics, the trainer's two calls as a whole (before_step and
+after_step, with their one host synchronisation) and the JSON line the MetricLogger writes.
+On CPU every torch op finishes before it returns, so wall time around a call is its cost.
+Medians over steps, so a busy neighbour on the machine moves them little.
+
+    python benchmarks/bench_diagnostics.py                     # 400 steps, 1 thread
+    python benchmarks/bench_diagnostics.py --compare-with adc69ac   # also time an older diagnostics.py
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import io
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _common import ROOT, median, table
+
+import torch
+import torch.nn.functional as F
+
+import trainer
+from breaklab.diagnostics import StepDiagnostics
+from breaklab.metric_log import dumps
+from canonical_setup import configure_determinism, load_dataset, minibatches, seed_everything
+
+
+def load_diagnostics_at(commit: str):
+    """StepDiagnostics as breaklab/diagnostics.py was at `commit` (to compare before/after)."""
+    src = subprocess.run(["git", "show", f"{commit}:breaklab/diagnostics.py"], cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout
+    path = Path(tempfile.mkdtemp(prefix="breaklab-bench-")) / "diagnostics_old.py"
+    path.write_text(src)
+    spec = importlib.util.spec_from_file_location("diagnostics_old", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.StepDiagnostics
+
+
+def clock(fn):
+    t0 = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - t0, result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (the trainer's default is 1)")
+    ap.add_argument("--compare-with", metavar="COMMIT",
+                    help="also time StepDiagnostics from breaklab/diagnostics.py at this commit")
+    args = ap.parse_args()
+
+    configure_determinism(args.threads)
+    seed_everything(42)
+    data = load_dataset("sample")
+    model = trainer.MLP()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    diag, parts = StepDiagnostics(model), StepDiagnostics(model)
+    old = load_diagnostics_at(args.compare_with)(model) if args.compare_with else None
+    sink = io.StringIO()
+    t: dict[str, list[float]] = {}
+
+    def note(name: str, seconds: float) -> None:
+        t.setdefault(name, []).append(seconds)
+
+    step, epoch = 0, 0
+    while step < args.steps:
+        for idx in minibatches(len(data.y_train), 64, 42, epoch):
+            if step == args.steps:
+                break
+            x, y = data.x_train[idx], data.y_train[idx]
+            t0 = time.perf_counter()
+            model.train()
+            opt.zero_grad(set_to_none=True)
+            logits, hidden = model(x, return_hidden=True)
+            loss = F.cross_entropy(logits, y)
+            loss.backward()
+            fwd_bwd = time.perf_counter() - t0
+
+            with torch.no_grad():
+                grads = parts.gradients()
+                note("grad norms (L2, mean |g|, per layer)", clock(lambda: parts.grad_norms(grads, parts.numel))[0])
+                note("zero fractions (per layer, dead units)",
+                     clock(lambda: parts.zero_fractions(grads, parts.numel, parts.first_index))[0])
+                note("parameter snapshot (for update ratio)", clock(parts.snapshot_params)[0])
+            note("ALL: trainer's before_step()", clock(diag.before_step)[0])
+            if old is not None:
+                note("ALL, older diagnostics.py: before_step()", clock(old.before_step)[0])
+
+            opt_step, _ = clock(opt.step)
+            note("bare step (fwd, bwd, SGD step)", fwd_bwd + opt_step)
+
+            with torch.no_grad():
+                note("update ratio", clock(parts.update_ratio)[0])
+                note("activation + output stats", clock(lambda: parts.activation_stats(hidden, logits))[0])
+                note("BatchNorm running stats", clock(parts.batchnorm_stats)[0])
+            kw = dict(loss=loss, outputs=logits, hidden=hidden, scale=1.0, step_skipped=False)
+            dt, record = clock(lambda: diag.after_step(**kw))
+            note("ALL: trainer's after_step() (+ 1 sync)", dt)
+            if old is not None:
+                note("ALL, older diagnostics.py: after_step()", clock(lambda: old.after_step(**kw))[0])
+            note("JSON line (MetricLogger)", clock(lambda: sink.write(dumps(
+                {"type": "step", "step": step, "epoch": epoch, "batch_size": len(idx), "lr": 0.1, **record}) + "\n"))[0])
+            step += 1
+        epoch += 1
+
+    bare = median(t["bare step (fwd, bwd, SGD step)"])
+    med = {k: median(v) for k, v in t.items()}
+    med["ALL: diagnostics + JSON line"] = (med["ALL: trainer's before_step()"]
+                                           + med["ALL: trainer's after_step() (+ 1 sync)"]
+                                           + med["JSON line (MetricLogger)"])
+    if old is not None:
+        med["ALL, older diagnostics.py: + JSON line"] = (med.pop("ALL, older diagnostics.py: before_step()")
+                                                         + med.pop("ALL, older diagnostics.py: after_step()")
+                                                         + med["JSON line (MetricLogger)"])
+    rows = [[name, f"{v * 1e6:.0f}", f"{100 * v / bare:.1f}%"] for name, v in med.items()]
+    print(f"per step, median of {args.steps} steps, batch 64, MLP 784-256-10, {args.threads} thread(s), "
+          f"bundled sample, torch {torch.__version__}")
+    print(table(rows, ["part", "us/step", "share of bare step"]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""One training epoch of trainer.py (every per-step diagnostic on) against two baselines.
+
+  (a) bare:       the same MLP, optimizer and batch size, in-memory tensors indexed by a seeded
+                  permutation, no diagnostics, no logging: the floor for this model.
+  (b) dataloader: the pytorch/examples mnist/main.py style: a DataLoader over
+                  torchvision.datasets.MNIST with ToTensor + Normalize applied per sample
+                  (num_workers=0, as that script uses on CPU), the same MLP.
+
+"Epoch" is one training pass over the 60,000 training images. For the trainer it is timed around
+the loop inside train() (via the MetricLogger's progress wrapper, the real code path); the whole
+train() call (data loading, the test pass, the checkpoint, the summary) is reported separately.
+Runs interleave and the medians are compared, side by side in one process.
+
+    python benchmarks/bench_epoch.py                 # 3 interleaved repeats, 1 thread
+    python benchmarks/bench_epoch.py --images 2000 --repeats 1   # a quick smoke run
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from _common import interleaved, median, mnist_root, table, temp_workdir
+
+import torch
+import torch.nn.functional as F
+
+import trainer
+from breaklab.metric_log import MetricLogger
+from canonical_setup import MNIST_MEAN, MNIST_STD, configure_determinism, load_dataset
+
+
+class TimedLogger(MetricLogger):
+    """The trainer's own logger, which also notes how long the batches loop took, and each
+    iteration of it (from one batch handed out to the next)."""
+
+    loop_seconds: list[float] = []
+    step_seconds: list[list[float]] = []
+
+    def progress(self, batches, *, total, desc):
+        steps: list[float] = []
+        t0 = last = time.perf_counter()
+        for batch in super().progress(batches, total=total, desc=desc):
+            yield batch
+            now = time.perf_counter()
+            steps.append(now - last)
+            last = now
+        TimedLogger.loop_seconds.append(time.perf_counter() - t0)
+        TimedLogger.step_seconds.append(steps)
+
+
+def trainer_epoch(root: Path, out: Path, threads: int, whole: list[float], steps: list[float]) -> float:
+    cfg = trainer.Config(data="mnist", data_dir=str(root), epochs=1, out=str(out), quiet=True,
+                         threads=threads, seed=42)
+    trainer.MetricLogger = TimedLogger
+    try:
+        t0 = time.perf_counter()
+        trainer.train(cfg)
+        whole.append(time.perf_counter() - t0)
+    finally:
+        trainer.MetricLogger = MetricLogger
+    steps.extend(TimedLogger.step_seconds[-1])
+    return TimedLogger.loop_seconds[-1]
+
+
+def bare_epoch(x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int, steps: list[float]) -> float:
+    torch.manual_seed(seed)
+    model = trainer.MLP()
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    t0 = last = time.perf_counter()
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+    for idx in order.split(batch_size):
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x[idx]), y[idx])
+        loss.backward()
+        opt.step()
+        now = time.perf_counter()
+        steps.append(now - last)
+        last = now
+    return time.perf_counter() - t0
+
+
+def dataloader_epoch(root: Path, batch_size: int, seed: int, steps: list[float]) -> float:
+    from torch.utils.data import DataLoader
+    from torchvision import datasets, transforms
+
+    torch.manual_seed(seed)
+    model = trainer.MLP()
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MNIST_MEAN,), (MNIST_STD,))])
+    ds = datasets.MNIST(str(root), train=True, download=False, transform=transform)
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=0,
+                        generator=torch.Generator().manual_seed(seed))
+    t0 = last = time.perf_counter()
+    for data, target in loader:
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(data.flatten(1)), target)
+        loss.backward()
+        opt.step()
+        now = time.perf_counter()
+        steps.append(now - last)
+        last = now
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds (median reported)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads for every arm (the trainer's default is 1)")
+    ap.add_argument("--data-dir", help="torchvision root of full MNIST (DIR/MNIST/raw)")
+    ap.add_argument("--images", type=int, default=60_000,
+                    help="tile the sample to this many training images (ignored with full MNIST)")
+    args = ap.parse_args()
+
+    import _common
+    _common.IDX_FILES.update({"train-images-idx3-ubyte": args.images, "train-labels-idx1-ubyte": args.images})
+    configure_determinism(args.threads)  # the same torch settings for all three arms
+    with temp_workdir() as tmp:
+        tmp = Path(tmp)
+        root, what = mnist_root(args.data_dir, tmp / "data")
+        data = load_dataset("mnist", str(root))
+        x, y = data.x_train, data.y_train
+        batch_size = trainer.Config.batch_size
+        whole: list[float] = []
+        steps: dict[str, list[float]] = {"t": [], "a": [], "b": []}
+        print(f"data: {what}; {len(y)} training images, batch {batch_size}, "
+              f"{torch.get_num_threads()} thread(s), torch {torch.__version__}", file=sys.stderr)
+        times = interleaved({
+            "trainer (all diagnostics)": lambda: trainer_epoch(root, tmp / "run", args.threads, whole, steps["t"]),
+            "(a) bare in-memory loop": lambda: bare_epoch(x, y, batch_size, 42, steps["a"]),
+            "(b) DataLoader + transforms": lambda: dataloader_epoch(root, batch_size, 42, steps["b"]),
+        }, args.repeats)
+
+    n_steps = len(steps["a"]) // args.repeats
+    t = median(times["trainer (all diagnostics)"])
+    a = median(times["(a) bare in-memory loop"])
+    b = median(times["(b) DataLoader + transforms"])
+    # The median step is robust to a neighbour's burst of work on a shared machine; x steps.
+    ts, as_, bs = (median(steps[k]) * n_steps for k in ("t", "a", "b"))
+    w = median(whole)
+    rows = [
+        ["trainer, training pass", f"{t:.3f}", f"{t / a:.2f}x", f"{b / t:.1f}x", f"{ts:.3f}", f"{ts / as_:.2f}x", f"{bs / ts:.1f}x"],
+        ["(a) bare in-memory loop", f"{a:.3f}", "1.00x", f"{b / a:.1f}x", f"{as_:.3f}", "1.00x", f"{bs / as_:.1f}x"],
+        ["(b) DataLoader + transforms", f"{b:.3f}", f"{b / a:.2f}x", "1.0x", f"{bs:.3f}", f"{bs / as_:.2f}x", "1.0x"],
+        ["trainer, whole train() call", f"{w:.3f}", f"{w / a:.2f}x", f"{b / w:.1f}x", "", "", ""],
+    ]
+    print(f"one epoch, {len(y)} images ({what}), batch {batch_size}, {n_steps} steps, {args.threads} "
+          f"thread(s), median of {args.repeats} interleaved repeats")
+    print(table(rows, ["loop", "epoch s", "vs (a)", "(b) / this", "median step x steps", "vs (a)", "(b) / this"]))
+    print(f"goal: trainer within 1.3x of (a): {'met' if t / a <= 1.3 else 'NOT met'} "
+          f"({t / a:.2f}x epoch, {ts / as_:.2f}x median step); >= 8x faster than (b): "
+          f"{'met' if b / t >= 8 else 'NOT met'} ({b / t:.1f}x epoch, {bs / ts:.1f}x median step)")
+
+
+if __name__ == "__main__":
+    main()
