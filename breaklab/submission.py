@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -272,7 +271,3 @@ def _sha(data: bytes) -> str:
 
 def _fmt(v) -> str:
     return "non-finite" if v is None else f"{v:.3f}"
-
-
-def remove_tree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)

@@ -14,7 +14,7 @@ import ast
 import json
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from breaklab.submission import MAX_WORDS, SECTIONS, prose, sections_present, word_count
