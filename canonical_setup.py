@@ -163,8 +163,10 @@ def unpacked_sample_root(sums: dict[str, str]) -> Path:
     key = hashlib.sha256("".join(sorted(sums.values())).encode()).hexdigest()[:16]
     for base in (_cache_root(), Path(tempfile.gettempdir()) / "breaklab-cache"):
         final = base / f"mnist-sample-{key}"
-        if all((final / "MNIST" / "raw" / f).is_file() for f in MNIST_FILES):
+        if _cache_intact(final):
             return final
+        if final.exists():  # truncated or altered since it was unpacked: unpack it again
+            shutil.rmtree(final, ignore_errors=True)
         try:
             base.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=".unpack-", dir=base))
@@ -173,19 +175,34 @@ def unpacked_sample_root(sums: dict[str, str]) -> Path:
         try:
             raw = tmp / "MNIST" / "raw"
             raw.mkdir(parents=True)
+            unpacked_sums = []
             for name in MNIST_FILES:
                 with gzip.open(SAMPLE_DIR / "MNIST" / "raw" / f"{name}.gz", "rb") as src:
-                    (raw / name).write_bytes(src.read())
+                    content = src.read()
+                (raw / name).write_bytes(content)
+                unpacked_sums.append(f"{sha256_bytes(content)}  {name}\n")
+            (tmp / "SHA256SUMS").write_text("".join(unpacked_sums))
             try:
                 os.rename(tmp, final)
             except OSError:  # another run got there first
                 pass
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        if all((final / "MNIST" / "raw" / f).is_file() for f in MNIST_FILES):
+        if _cache_intact(final):
             return final
     raise SetupError("cannot unpack the bundled MNIST sample: no writable cache folder "
                      "(set BREAKLAB_CACHE to a writable directory)")
+
+
+def _cache_intact(folder: Path) -> bool:
+    """The unpacked files are there and match the SHA-256 recorded when they were unpacked
+    (about 4 MB to hash: milliseconds)."""
+    try:
+        recorded = _read_sums(folder / "SHA256SUMS")
+        return sorted(recorded) == sorted(MNIST_FILES) and all(
+            sha256_file(folder / "MNIST" / "raw" / name) == digest for name, digest in recorded.items())
+    except (OSError, ValueError):
+        return False
 
 
 def _to_tensors(ds, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -320,8 +337,15 @@ def save_checkpoint(path: Path | str, state: dict[str, Any]) -> str:
     torch.save(_canonical(state), buf)
     data = buf.getvalue()
     digest = sha256_bytes(data)
+    sha_path = path.with_name(path.name + ".sha256")
+    # The old .sha256 goes first and the new one comes last: an interrupt between the two
+    # writes leaves a checkpoint without a .sha256, never one beside the wrong .sha256.
+    try:
+        os.unlink(sha_path)
+    except FileNotFoundError:
+        pass
     atomic_write_bytes(path, data)
-    atomic_write_text(path.with_name(path.name + ".sha256"), f"{digest}  {path.name}\n")
+    atomic_write_text(sha_path, f"{digest}  {path.name}\n")
     return digest
 
 
