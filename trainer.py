@@ -135,6 +135,9 @@ def train(cfg: Config) -> dict[str, Any]:
     amp = cfg.amp or brk.needs_amp  # amp_no_scaling only exists with float16 autocast on
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    if not cfg.resume:  # a fresh run never leaves an earlier run's checkpoint beside its metrics
+        for stale in ("checkpoint.pt.sha256", "checkpoint.pt", "summary.json"):
+            (out / stale).unlink(missing_ok=True)
     t_start = time.perf_counter()
 
     # --- Seeding and determinism: one visible block ---------------------------------------

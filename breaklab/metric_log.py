@@ -21,10 +21,16 @@ def dumps(record: dict[str, Any]) -> str:
 class MetricLogger:
     def __init__(self, path: Path, *, keep_lines: list[str] | None = None, show_progress: bool):
         self.path = path
-        self._f = open(path, "w", encoding="utf-8")
         if keep_lines:  # a resumed run: the records the checkpoint already covers
-            self._f.writelines(line if line.endswith("\n") else line + "\n" for line in keep_lines)
+            # Rewritten atomically, then appended to: a resumed run interrupted at any moment
+            # still leaves those records in place for the next --resume.
+            from canonical_setup import atomic_write_text
+
+            atomic_write_text(path, "".join(line if line.endswith("\n") else line + "\n"
+                                            for line in keep_lines))
+            self._f = open(path, "a", encoding="utf-8")
         else:
+            self._f = open(path, "w", encoding="utf-8")
             self.write({"type": "header", "schema": "breaklab.metrics", "version": METRICS_SCHEMA_VERSION})
         self.show_progress = show_progress
         self._bar = None
