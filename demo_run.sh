@@ -38,6 +38,20 @@ NAME="${BREAK}_${SEED}"
 OUT="runs/${NAME}"
 TARBALL="run_${NAME}.tgz"
 
+# Two demo runs with the same SEED and BREAK write the same folder and tarball: the second waits
+# for the first. The lock is held on file descriptor 9 until this script (and its children) exit,
+# also when killed. Runs with other names do not wait.
+mkdir -p runs
+exec 9>"runs/.${NAME}.lock"
+"$PY" -c '
+import fcntl, sys
+try:
+    fcntl.flock(9, fcntl.LOCK_EX | fcntl.LOCK_NB)
+except BlockingIOError:
+    print(f"waiting for another demo_run.sh that is writing {sys.argv[1]} ...", file=sys.stderr)
+    fcntl.flock(9, fcntl.LOCK_EX)
+' "$OUT"
+
 # 1. Train. Extra options (--epochs, --lr, --amp, ...) pass through to the trainer.
 "$PY" "$HERE/trainer.py" --seed "$SEED" --break "$BREAK" --out "$OUT" "$@"
 

@@ -24,7 +24,13 @@ def pack(run_dir: Path, tarball: Path | None, commands: tuple[str, ...], name: s
     missing = [f for f in ("metrics.jsonl", "checkpoint.pt", "meta.json") if not (run_dir / f).is_file()]
     if missing:
         raise click.UsageError(f"{run_dir} is not a finished run: {', '.join(missing)} missing")
-    meta = json.loads((run_dir / "meta.json").read_text())
+    try:
+        meta = json.loads((run_dir / "meta.json").read_text(encoding="utf-8"))
+        if not isinstance(meta, dict):
+            raise ValueError("not a JSON object")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise click.ClickException(f"{run_dir / 'meta.json'} is corrupt ({e}); train the run again") from None
+    _check_checkpoint(run_dir)
     if meta.get("status") == "running":
         raise click.UsageError(f"{run_dir} is still running or was interrupted (meta.json status "
                                f"'running'); resume it with --resume {run_dir}/checkpoint.pt")
@@ -36,6 +42,19 @@ def pack(run_dir: Path, tarball: Path | None, commands: tuple[str, ...], name: s
     digest = write_tarball(tarball, members, top)
     click.echo(f"tarball:  {tarball} ({len(members)} files)")
     click.echo(f"sha256:   {digest}  (check with: sha256sum -c {tarball}.sha256)")
+
+
+def _check_checkpoint(run_dir: Path) -> None:
+    """Refuse to pack a checkpoint that does not match its .sha256 (a damaged run folder)."""
+    import hashlib
+
+    ckpt, sha_file = run_dir / "checkpoint.pt", run_dir / "checkpoint.pt.sha256"
+    if not sha_file.is_file():
+        return
+    recorded = sha_file.read_text(encoding="utf-8", errors="replace").split()
+    if not recorded or hashlib.sha256(ckpt.read_bytes()).hexdigest() != recorded[0]:
+        raise click.ClickException(f"{ckpt} does not match {sha_file.name} (corrupt or truncated); "
+                                   f"resume from an intact checkpoint or train the run again")
 
 
 if __name__ == "__main__":
