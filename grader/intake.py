@@ -20,6 +20,7 @@ import os
 import re
 import stat
 import tarfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -181,7 +182,7 @@ def prescan(tarball: Path) -> list[str]:
                     raise Rejected(f"more than {MAX_MEMBERS} members")
                 names.append(clean)
                 _skip(stream, _padded(size))
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as e:  # zlib.error: a bad deflate block
         raise Rejected(f"corrupt gzip stream ({type(e).__name__})") from None
     if not names:
         raise Rejected("empty tarball")
@@ -284,7 +285,7 @@ def _extract(tarball: Path, dest: Path) -> None:
                             raise Rejected(f"member {name!r} is truncated")
                         out.write(chunk)
                         remaining -= len(chunk)
-    except (tarfile.TarError, OSError, EOFError) as e:
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
         raise Rejected(f"cannot extract ({type(e).__name__}: {e})") from None
 
 
