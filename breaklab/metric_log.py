@@ -78,7 +78,7 @@ def read_metrics(path: Path | str, *, warn=None) -> list[dict[str, Any]]:
             rec = json.loads(line)
             if not isinstance(rec, dict):
                 raise ValueError("not a JSON object")
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:  # RecursionError: absurdly deep nesting
             if i == len(lines):
                 if warn:
                     warn(f"{path}: line {i} is cut off or malformed; using the {len(records)} good records before it")
