@@ -65,27 +65,37 @@ def assert_consistent(folder: Path) -> None:
         read_metrics(folder / "metrics.jsonl", warn=lambda m: None)  # a cut-off last line is fine
 
 
-def start_and_interrupt(cmd: list[str], sig: signal.Signals, delay: float) -> tuple[int, str]:
-    """Start the trainer, wait until its training loop has begun (metrics.jsonl exists), then
-    send `sig` after `delay` seconds (it may also have finished by then)."""
+def start_and_interrupt(cmd: list[str], sig: signal.Signals, rng: random.Random, final_size: int) -> tuple[int, str]:
+    """Start the trainer and send `sig` at a random point of its progress: once metrics.jsonl
+    has grown to a random share of its final size (mid-epoch, at an epoch's checkpoint), or, for
+    a share above 1, a random moment after the last record (summary, report.png, exit)."""
     out = Path(cmd[cmd.index("--out") + 1])
     metrics = out / "metrics.jsonl"
-    before = metrics.stat().st_mtime_ns if metrics.exists() else None
+    share = rng.uniform(0.0, 1.25)
+    target = int(min(share, 1.0) * final_size)
+    start_ns = time.time_ns()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    started = False
     deadline = time.monotonic() + 120
     while proc.poll() is None and time.monotonic() < deadline:
-        if metrics.exists() and metrics.stat().st_mtime_ns != before:
+        try:  # a resumed run first rewrites metrics.jsonl (new inode), then appends to it
+            size = metrics.stat().st_size
+            started = started or metrics.stat().st_mtime_ns > start_ns
+        except FileNotFoundError:
+            size = 0
+        if started and size >= target:
             break
-        time.sleep(0.02)
-    time.sleep(delay)
+        time.sleep(0.002)
+    if share > 1.0:
+        time.sleep(rng.uniform(0.0, 1.5))
     if proc.poll() is None:
         proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=120)
     return proc.returncode, stderr
 
 
-# (signal, seed of the random moments, how many times the resumed runs are interrupted too)
-PLANS = [(signal.SIGINT, 11, 0), (signal.SIGKILL, 12, 0), (signal.SIGKILL, 13, 1)]
+# (signal, seed of the random points, how many times the resumed runs are interrupted too)
+PLANS = [(signal.SIGINT, 11, 0), (signal.SIGINT, 14, 1), (signal.SIGKILL, 12, 0), (signal.SIGKILL, 13, 1)]
 
 
 @pytest.mark.parametrize("sig,seed,again", PLANS, ids=[f"{s.name}-{n}-{a}" for s, n, a in PLANS])
@@ -93,9 +103,10 @@ def test_interrupted_then_resumed_run_matches_uninterrupted(reference, tmp_path,
     from canonical_setup import load_checkpoint
 
     rng = random.Random(seed)
+    final_size = (reference / "metrics.jsonl").stat().st_size
     out = tmp_path / "run"
     fresh = TRAIN + ["--out", str(out)]
-    returncode, stderr = start_and_interrupt(fresh, sig, rng.uniform(0.0, 2.5))
+    returncode, stderr = start_and_interrupt(fresh, sig, rng, final_size)
     if sig == signal.SIGINT and returncode != 0:
         assert "Traceback" not in stderr, stderr
     assert_consistent(out)
@@ -106,12 +117,12 @@ def test_interrupted_then_resumed_run_matches_uninterrupted(reference, tmp_path,
             break
         ckpt = out / "checkpoint.pt"
         if ckpt.is_file() and load_checkpoint(ckpt)["epoch"] == 3:
-            break  # killed after the last checkpoint: metrics and checkpoint are final already
+            break  # interrupted after the last checkpoint: metrics and checkpoint are final already
         cmd = (TRAIN[:2] + ["--resume", str(ckpt), "--out", str(out), "--quiet"]
                if ckpt.is_file() else fresh)
         if again > 0:
             again -= 1
-            start_and_interrupt(cmd, signal.SIGKILL, rng.uniform(0.0, 1.0))
+            start_and_interrupt(cmd, sig, rng, final_size)
             assert_consistent(out)
         else:
             subprocess.run(cmd, check=True, capture_output=True, timeout=300)
@@ -138,6 +149,22 @@ def test_interrupt_between_checkpoint_and_its_sha256_leaves_no_mismatch(tmp_path
     monkeypatch.undo()
     assert_consistent(tmp_path)
     assert canonical_setup.load_checkpoint(path)["epoch"] == 2
+
+
+def test_resumed_metrics_are_on_disk_before_the_run_goes_on(tmp_path):
+    """A resumed run killed right after it starts must not lose the records its checkpoint
+    covers: they are on disk (not in a buffer) as soon as the logger exists."""
+    from breaklab.metric_log import MetricLogger
+
+    path = tmp_path / "metrics.jsonl"
+    kept = ['{"type":"header","schema":"breaklab.metrics","version":1}',
+            '{"type":"epoch","epoch":0,"step":63}']
+    path.write_text("\n".join(kept) + "\n" + '{"type":"step","step":63,"ep')
+    logger = MetricLogger(path, keep_lines=kept, show_progress=False)
+    assert path.read_text() == "\n".join(kept) + "\n"  # read before any flush or close
+    logger.write({"type": "step", "step": 63})
+    logger.close()
+    assert path.read_text().splitlines()[:2] == kept
 
 
 # ============================================================================
