@@ -153,6 +153,7 @@ def load_run(path: Path | str) -> Run:
                            f"./demo_run.sh SEED BREAK)")
     warnings: list[str] = []
     records = _parse_metrics(files["metrics.jsonl"].decode("utf-8", errors="replace"), str(path), warnings)
+    validate_records(records, f"{path}/metrics.jsonl")
     st, ep = symptoms.steps(records), symptoms.epochs(records)
     if not st:
         raise RunReadError(f"{path}: metrics.jsonl has no training steps; the run stopped before step 0")
@@ -164,6 +165,57 @@ def load_run(path: Path | str) -> Run:
         except ValueError:
             warnings.append("meta.json is not valid JSON; ignored")
     return Run(str(path), st, ep, model_state, meta if isinstance(meta, dict) else None, warnings)
+
+
+# The value types of schema v1 (docs/METRICS.md). A record that breaks them is refused with the
+# field named, rather than trusted: the detectors compare and index these values.
+_NUMBER_FIELDS = ("lr", "loss", "grad_norm", "zero_grad_frac", "dead_unit_frac", "act_first_mean",
+                  "act_first_var", "act_first_dead_frac", "act_last_mean", "act_last_var", "logit_min",
+                  "logit_max", "logit_rowsum_mean", "update_ratio", "bn_running_mean_abs",
+                  "bn_running_var_mean", "amp_scale", "train_loss", "train_acc", "test_loss", "test_acc")
+_INT_FIELDS = ("step", "epoch", "batch_size")
+_LAYER_FIELDS = ("grad_norm_by_layer", "grad_mean", "zero_grad_frac_by_layer")
+_FLAG_FIELDS = ("step_skipped", "loss_finite", "grads_finite")
+KNOWN_SCHEMA_VERSIONS = (1,)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def validate_records(records: list[dict[str, Any]], where: str) -> None:
+    """Refuse records whose fields have the wrong type, naming the record and the field."""
+    for i, rec in enumerate(records, 1):
+        kind = rec.get("type")
+        if kind == "header":
+            if rec.get("version") not in KNOWN_SCHEMA_VERSIONS:
+                raise RunReadError(f"{where}: metrics schema version {rec.get('version')!r} is not one this "
+                                   f"breaklab reads ({', '.join(map(str, KNOWN_SCHEMA_VERSIONS))}); "
+                                   f"use the breaklab that wrote the run")
+            continue
+        if kind not in ("step", "epoch"):
+            continue
+
+        def bad(field: str, want: str) -> RunReadError:
+            return RunReadError(f"{where}: record {i} ({kind}) has {field!r} = {rec.get(field)!r}, "
+                                f"expected {want}; the file is damaged or not a breaklab metrics file")
+
+        for field in ("step", "epoch"):
+            if not isinstance(rec.get(field), int) or isinstance(rec.get(field), bool):
+                raise bad(field, "an integer")
+        for field in _INT_FIELDS:
+            if field in rec and (not isinstance(rec[field], int) or isinstance(rec[field], bool)):
+                raise bad(field, "an integer")
+        for field in _NUMBER_FIELDS:
+            if rec.get(field) is not None and not _is_number(rec[field]):
+                raise bad(field, "a number or null")
+        for field in _LAYER_FIELDS:
+            if field in rec and not (isinstance(rec[field], dict) and all(
+                    v is None or _is_number(v) for v in rec[field].values())):
+                raise bad(field, "an object of per-layer numbers")
+        for field in _FLAG_FIELDS:
+            if field in rec and not isinstance(rec[field], bool):
+                raise bad(field, "true or false")
 
 
 def _parse_metrics(text: str, where: str, warnings: list[str]) -> list[dict[str, Any]]:

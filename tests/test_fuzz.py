@@ -240,10 +240,6 @@ def test_doctor_reader_only_reads_or_refuses(files, as_tarball):
     _read_generated_run(files, as_tarball)
 
 
-@pytest.mark.xfail(strict=True, raises=(KeyError, TypeError, AttributeError), reason=(
-    "the doctor trusts the types of a record's fields: a step record without 'step', or with a "
-    "string where a number belongs, raises KeyError/TypeError in the detectors instead of a "
-    "RunReadError naming the line (found by this test; the reader needs a per-record type check)"))
 @FUZZ
 @given(files=run_files(wrong_types=True), as_tarball=st.booleans())
 def test_doctor_reader_refuses_records_of_the_wrong_shape(files, as_tarball):
