@@ -1,27 +1,43 @@
-"""Run untrusted code in a subprocess with limits.
+"""Run untrusted code in a subprocess with limits, cut off from the file system and the network.
 
 What it does (and what the OS lets it do):
-  * wall-clock timeout; on expiry the whole process group is killed (start_new_session + killpg),
-    so grandchildren do not outlive it;
+  * wall-clock timeout; on expiry every process of the run is killed (its own process group, and
+    with isolation its own PID namespace, whose processes all die with it);
   * RLIMIT_CPU (CPU seconds), RLIMIT_AS (address space; torch needs >= 4 GiB to import),
-    RLIMIT_FSIZE (largest file it may write), RLIMIT_CORE 0;
+    RLIMIT_FSIZE (largest file it may write), RLIMIT_CORE 0, and a cap on the number of processes
+    (watched every POLL seconds; RLIMIT_NPROC too where the grader is not root);
   * a scrubbed environment: only PATH, HOME, TMPDIR, LANG and the variables the caller passes;
-  * a temporary working directory (the caller's `cwd`);
-  * no network, through `unshare -rn` (a new user and network namespace) when that works here;
-    otherwise it runs with the network of the host and says so in `network_isolated`.
+    HOME, TMPDIR and the data cache lie inside the working directory (the caller's `cwd`);
+  * file-system isolation, where util-linux `unshare` can make a mount namespace (as root, or
+    through an unprivileged user namespace): every mount is re-mounted read-only, nosuid and
+    nodev, except `cwd` itself (bind-mounted read-write) and the harmless devices (/dev/null,
+    /dev/zero, /dev/full, /dev/random, /dev/urandom, /dev/tty); a fresh /proc with /proc/sys
+    read-only; then `setpriv` drops every capability, so the code cannot re-mount anything.
+    A write anywhere else fails (EROFS). Reading is not restricted;
+  * no network: a new network namespace with no interface up (connections fail with
+    ENETUNREACH); with file-system isolation unavailable, `unshare -rn` alone where it works;
+  * an audit hook in every Python process of the run (a `sitecustomize` on PYTHONPATH) that refuses
+    opening a file for writing outside `cwd`, and connecting to or resolving a network address,
+    and reports each attempt to the sandbox through an inherited file descriptor. It names what was
+    tried, and it is the only guard left where the kernel's isolation is unavailable (there it
+    stops Python code, not native code: `SandboxResult.fs_isolated` says which).
 
-It does not isolate the file system: the code runs as the grading user. Grade on a machine or
-container you can throw away (docs/GRADING.md).
+When the sandbox stops a run for a limit or a refused action, `SandboxResult.violation` says why;
+the grader gives such a submission 0. An ordinary failure (an exception, a non-zero exit) is not a
+violation.
 """
 from __future__ import annotations
 
 import os
+import re
 import resource
 import shutil
 import signal
 import subprocess
 import sys
-from dataclasses import dataclass
+import tempfile
+import threading
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -29,7 +45,128 @@ from typing import Mapping, Sequence
 GIB = 1 << 30
 DEFAULT_MEMORY = 6 * GIB      # import torch fails below about 2 GiB of address space
 DEFAULT_FILE_SIZE = 256 << 20  # a training run writes a few MB
+MAX_PROCESSES = 32             # a training run is 2-4 processes (the wrappers, python, git)
+POLL = 0.1                     # seconds between two counts of the run's processes
 TAIL = 4000
+REPORT_LIMIT = 64 << 10        # bytes of the audit hook's reports read back
+
+# Devices a program may write to (they store nothing); every other device node is unusable.
+SAFE_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty")
+
+# Runs inside the new mount namespace as its PID 1: bind the work folder, re-mount all else
+# read-only, enter the work folder through the new mount (the old working directory would still
+# point at the read-only one), then run the command. Not `exec`: the command must not be the
+# namespace's init, which the kernel shields from signals such as SIGXCPU. Its exit status is the
+# command's, 128+N when signal N killed it.
+_SETUP = r"""
+set -u
+work=$1; shift
+for d in """ + " ".join(SAFE_DEVICES) + r"""; do
+  [ -e "$d" ] && mount --bind "$d" "$d"
+done
+mount --bind /proc/sys /proc/sys
+[ -e /proc/sysrq-trigger ] && mount --bind /proc/sysrq-trigger /proc/sysrq-trigger
+mount --bind "$work" "$work" || exit 120
+findmnt -rn -o TARGET | while read -r target; do
+  case " $work """ + " ".join(SAFE_DEVICES) + r""" " in *" $target "*) continue;; esac
+  mount -o remount,bind,ro,nosuid,nodev "$target" 2>/dev/null \
+    || mount -o remount,bind,ro "$target" || exit 121
+done || exit 121
+cd "$work" || exit 122
+"$@"
+exit $?
+"""
+_DROP_CAPS = ["setpriv", "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all", "--"]
+_SETUP_FAILED = {120: "cannot bind the work folder", 121: "cannot re-mount the file system read-only",
+                 122: "cannot enter the work folder"}
+
+# The audit hook. Python runs it at start-up (site imports `sitecustomize` from PYTHONPATH) before
+# any of the run's own code; hooks cannot be removed once added.
+_HOOK = r'''
+"""breaklab sandbox: refuse writes outside the work folder and network access, and report them."""
+import os as _os
+import sys as _sys
+
+
+def _install():
+    fd = int(_os.environ.get("BREAKLAB_SANDBOX_FD", "-1"))
+    root = _os.path.realpath(_os.environ.get("BREAKLAB_SANDBOX_ROOT") or _os.getcwd())
+    safe = set(_os.environ.get("BREAKLAB_SANDBOX_DEVICES", "").split(":"))
+    writing = _os.O_WRONLY | _os.O_RDWR | _os.O_CREAT | _os.O_TRUNC | _os.O_APPEND
+    busy = []
+    # Events whose first argument is a path the call changes: the position of their dir_fd.
+    path_events = {"os.mkdir": 2, "os.remove": 1, "os.rmdir": 1, "os.chmod": 2, "os.chown": 3,
+                   "os.utime": 3, "os.truncate": None, "os.setxattr": None, "os.removexattr": None,
+                   "shutil.rmtree": 1}
+
+    def outside(path, dir_fd=None):
+        if isinstance(path, int) or path is None or dir_fd is not None:
+            return None  # a descriptor, or relative to one: the kernel decides
+        try:
+            full = _os.path.realpath(_os.fsdecode(_os.fspath(path)))
+        except (TypeError, ValueError):
+            return None
+        if full == root or full.startswith(root + _os.sep) or full in safe:
+            return None
+        return full
+
+    def refuse(kind, what, exc):
+        try:
+            _os.write(fd, (kind + "\t" + str(what)[:300].replace("\n", " ") + "\n").encode("utf-8", "replace"))
+        except OSError:
+            pass
+        raise exc
+
+    def no_write(path):
+        refuse("write", path, PermissionError(13, "breaklab sandbox: writing outside the work folder is not allowed", path))
+
+    def no_network(what):
+        refuse("network", what, PermissionError(13, "breaklab sandbox: network access is not allowed", str(what)))
+
+    def hook(event, args):
+        if busy:
+            return
+        busy.append(1)
+        try:
+            if event == "open":
+                if isinstance(args[2], int) and args[2] & writing:
+                    bad = outside(args[0])
+                    if bad:
+                        no_write(bad)
+            elif event in path_events:
+                at = path_events[event]
+                dir_fd = args[at] if at is not None and len(args) > at else None
+                bad = outside(args[0], dir_fd if isinstance(dir_fd, int) else None)
+                if bad:
+                    no_write(bad)
+            elif event in ("os.rename", "os.link"):
+                for path in args[:2]:
+                    bad = outside(path)
+                    if bad:
+                        no_write(bad)
+            elif event == "os.symlink":
+                bad = outside(args[1])
+                if bad:
+                    no_write(bad)
+            elif event in ("socket.connect", "socket.sendto", "socket.sendmsg"):
+                import socket
+                sock, address = args[0], args[1]
+                if getattr(sock, "family", None) in (socket.AF_INET, socket.AF_INET6):
+                    no_network(address)
+            elif event == "socket.getaddrinfo" and args[0] is not None:
+                no_network(args[0])
+            elif event == "socket.gethostbyname":
+                no_network(args[0])
+        finally:
+            busy.pop()
+
+    _sys.addaudithook(hook)
+
+
+if "BREAKLAB_SANDBOX_FD" in _os.environ:
+    _install()
+del _install
+'''
 
 
 @dataclass
@@ -39,19 +176,22 @@ class SandboxResult:
     stderr: str
     timed_out: bool
     network_isolated: bool
+    fs_isolated: bool = False
+    violation: str | None = None   # why the sandbox stopped the run, when it did
+    attempts: list[str] = field(default_factory=list)  # what the audit hook refused
 
     @property
     def ok(self) -> bool:
-        return self.returncode == 0 and not self.timed_out
+        return self.returncode == 0 and not self.timed_out and self.violation is None
 
     def why(self) -> str:
-        if self.timed_out:
-            return "stopped at the wall-clock limit"
-        if self.returncode is not None and self.returncode < 0:
-            sig = -self.returncode
-            name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
-            hint = " (CPU-time limit)" if sig in (signal.SIGXCPU, signal.SIGKILL) else ""
-            return f"killed by {name}{hint}"
+        if self.violation:
+            return self.violation
+        sig = _signal_of(self.returncode, self.fs_isolated)
+        if sig is not None:
+            return f"killed by {_signame(sig)}"
+        if self.returncode is not None and self.returncode in _SETUP_FAILED and self.fs_isolated:
+            return f"the sandbox could not start: {_SETUP_FAILED[self.returncode]}"
         last = (self.stderr.strip().splitlines() or ["no output"])[-1]
         return f"exit status {self.returncode}: {last[:300]}"
 
@@ -64,7 +204,7 @@ def scrubbed_env(home: Path, extra: Mapping[str, str] | None = None) -> dict[str
     env = {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "HOME": str(home),
-        "TMPDIR": str(home),
+        "TMPDIR": str(home / "tmp"),
         "LANG": "C.UTF-8",
         "LC_ALL": "C.UTF-8",
         "PYTHONHASHSEED": "0",
@@ -75,9 +215,54 @@ def scrubbed_env(home: Path, extra: Mapping[str, str] | None = None) -> dict[str
     return env
 
 
+# ---------------------------------------------------------------------------------------------
+# What this machine allows (probed once per process)
+# ---------------------------------------------------------------------------------------------
+
+def _unshare_flags() -> list[list[str]]:
+    """Ways to make the namespaces, best first: a user namespace (root inside it is nobody special
+    outside, and the read-only mounts are locked), then plain root."""
+    base = ["--mount", "--net", "--pid", "--fork", "--kill-child", "--mount-proc"]
+    ways = [["--user", "--map-root-user", *base]]
+    if os.geteuid() == 0:
+        ways.append(base)
+    return ways
+
+
+def _isolated_prefix(flags: list[str], work: Path) -> list[str]:
+    return ["unshare", *flags, "sh", "-c", _SETUP, "breaklab-sandbox", str(work), *_DROP_CAPS]
+
+
 @lru_cache(maxsize=1)
-def network_isolation_available() -> bool:
-    """`unshare -rn` needs unprivileged user namespaces (or root); probe it once."""
+def isolation_flags() -> tuple[str, ...] | None:
+    """The `unshare` flags that isolate the file system here, or None. The probe checks the
+    effect, not the exit status: the work folder is writable and a file beside it is not."""
+    if not all(shutil.which(t) for t in ("unshare", "setpriv", "findmnt", "mount", "sh")):
+        return None
+    for flags in _unshare_flags():
+        probe = Path(tempfile.mkdtemp(prefix="breaklab-sandbox-probe-"))
+        try:
+            work, beside = probe / "work", probe / "beside"
+            work.mkdir()
+            script = f'echo in > "{work}/in" && ! (echo out > "{beside}") 2>/dev/null'
+            try:
+                res = subprocess.run(_isolated_prefix(flags, work) + ["sh", "-c", script],
+                                     capture_output=True, timeout=20, stdin=subprocess.DEVNULL)
+            except (OSError, subprocess.SubprocessError):
+                continue
+            if res.returncode == 0 and (work / "in").is_file() and not beside.exists():
+                return tuple(flags)
+        finally:
+            shutil.rmtree(probe, ignore_errors=True)
+    return None
+
+
+def fs_isolation_available() -> bool:
+    return isolation_flags() is not None
+
+
+@lru_cache(maxsize=1)
+def _network_only_available() -> bool:
     exe = shutil.which("unshare")
     if not exe:
         return False
@@ -88,48 +273,217 @@ def network_isolation_available() -> bool:
     return probe.returncode == 0
 
 
-def _limits(cpu_seconds: int, memory_bytes: int, file_size: int):
+def network_isolation_available() -> bool:
+    """A new network namespace: part of the full isolation, or `unshare -rn` alone."""
+    return fs_isolation_available() or _network_only_available()
+
+
+def isolation_notes() -> list[str]:
+    """What this machine's sandbox does not do, in words for a grade."""
+    notes = []
+    if not fs_isolation_available():
+        notes.append("file system not isolated on this machine (no mount namespace: util-linux unshare "
+                     "with user namespaces or root is needed); only Python-level writes outside the "
+                     "work folder were refused")
+    if not network_isolation_available():
+        notes.append("network not isolated on this machine (no network namespace); only Python-level "
+                     "connections were refused")
+    return notes
+
+
+# ---------------------------------------------------------------------------------------------
+# Running
+# ---------------------------------------------------------------------------------------------
+
+def _limits(cpu_seconds: int, memory_bytes: int, file_size: int, processes: int | None):
+
     def apply() -> None:  # runs in the child between fork and exec
         resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 5))
         resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
         resource.setrlimit(resource.RLIMIT_FSIZE, (file_size, file_size))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if processes is not None:
+            resource.setrlimit(resource.RLIMIT_NPROC, (processes, processes))
     return apply
+
+
+def _write_hook(home: Path) -> Path:
+    site = home / ".sandbox-site"
+    site.mkdir(parents=True, exist_ok=True)
+    (site / "sitecustomize.py").write_text(_HOOK)  # rewritten every run: a run may have edited it
+    return site
 
 
 def run_sandboxed(argv: Sequence[str], *, cwd: Path, timeout: float, env: Mapping[str, str] | None = None,
                   cpu_seconds: int | None = None, memory_bytes: int = DEFAULT_MEMORY,
-                  file_size: int = DEFAULT_FILE_SIZE, isolate_network: bool = True) -> SandboxResult:
+                  file_size: int = DEFAULT_FILE_SIZE, isolate_network: bool = True,
+                  max_processes: int = MAX_PROCESSES) -> SandboxResult:
     """Run argv in cwd under the limits above; never raises for what the child does."""
-    cwd = Path(cwd)
+    cwd = Path(cwd).resolve()
     home = cwd / ".home"
-    home.mkdir(parents=True, exist_ok=True)
-    isolated = isolate_network and network_isolation_available()
-    cmd = (["unshare", "-rn"] if isolated else []) + list(argv)
+    (home / "tmp").mkdir(parents=True, exist_ok=True)
+    flags = isolation_flags() if isolate_network else None
+    net_only = isolate_network and flags is None and _network_only_available()
+    if flags is not None:
+        cmd = _isolated_prefix(list(flags), cwd) + list(argv)
+    else:
+        cmd = (["unshare", "-rn"] if net_only else []) + list(argv)
     cpu = int(cpu_seconds if cpu_seconds is not None else 2 * timeout + 10)
-    try:
-        proc = subprocess.Popen(cmd, cwd=cwd, env=scrubbed_env(home, env), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                start_new_session=True, preexec_fn=_limits(cpu, memory_bytes, file_size))
-    except OSError as e:
-        return SandboxResult(None, "", f"cannot start {argv[0]}: {e}", False, isolated)
-    timed_out = False
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        _kill_group(proc.pid)
-        out, err = proc.communicate()
-    finally:
-        _kill_group(proc.pid)  # whatever the child left behind in its session
-    return SandboxResult(proc.returncode, _tail(out), _tail(err), timed_out, isolated)
+    # RLIMIT_NPROC: root ignores it, and outside a user namespace it counts every process of the
+    # grading user; inside one it counts that namespace's only, a hard cap on forks.
+    nproc = max_processes if flags is not None and "--user" in flags and os.geteuid() != 0 else None
+    # The audit hook's reports go to an unlinked file beside the work folder: out of the run's reach
+    # by name, and the descriptor survives the run's exit.
+    reports = tempfile.TemporaryFile(dir=cwd.parent)
+    run_env = scrubbed_env(home, env)
+    run_env.update(PYTHONPATH=str(_write_hook(home)), BREAKLAB_SANDBOX_FD=str(reports.fileno()),
+                   BREAKLAB_SANDBOX_ROOT=str(cwd), BREAKLAB_SANDBOX_DEVICES=":".join(SAFE_DEVICES))
+    with reports:
+        try:
+            proc = subprocess.Popen(cmd, cwd=cwd, env=run_env, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(reports.fileno(),),
+                                    start_new_session=True,
+                                    preexec_fn=_limits(cpu, memory_bytes, file_size, nproc))
+        except OSError as e:
+            return SandboxResult(None, "", f"cannot start {argv[0]}: {e}", False, flags is not None or net_only,
+                                 flags is not None)
+        watch = _ProcessWatch(proc, max_processes)
+        timed_out = False
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            _kill(proc)
+            out, err = proc.communicate()
+        finally:
+            watch.stop()
+            _kill(proc)  # whatever the child left behind in its session
+        reports.seek(0)
+        attempts = [line for line in reports.read(REPORT_LIMIT).decode("utf-8", "replace").splitlines() if line]
+    result = SandboxResult(proc.returncode, _tail(out), _tail(err), timed_out, flags is not None or net_only,
+                           flags is not None, attempts=attempts)
+    result.violation = _violation(result, timeout, cpu, memory_bytes, watch.too_many)
+    return result
 
 
-def _kill_group(pgid: int) -> None:
+class _ProcessWatch:
+    """Counts the run's processes every POLL seconds and kills the run when there are too many."""
+
+    def __init__(self, proc: subprocess.Popen, limit: int):
+        self.proc, self.limit = proc, limit
+        self.too_many: int | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(POLL):
+            if self.proc.poll() is not None:
+                return
+            n = len(_descendants(self.proc.pid))
+            if n > self.limit:
+                self.too_many = n
+                _kill(self.proc)
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def _descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
     try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+            ppid = int(stat.rsplit(b")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(name))
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    """SIGKILL the run's process group; with isolation, the namespace's processes die with it
+    (`unshare --kill-child`), even those that left the group."""
+    for kill in (lambda: os.killpg(proc.pid, signal.SIGKILL), lambda: os.kill(proc.pid, signal.SIGKILL)):
+        try:
+            kill()
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _signal_of(returncode: int | None, wrapped: bool) -> int | None:
+    """The signal that ended the command: negative for a direct child; 128+N through the
+    namespace's shell."""
+    if returncode is None:
+        return None
+    if returncode < 0:
+        return -returncode
+    if wrapped and 128 < returncode < 128 + 65 and (returncode - 128) in signal.Signals._value2member_map_:
+        return returncode - 128
+    return None
+
+
+def _signame(sig: int) -> str:
+    return signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
+
+
+_MEMORY = re.compile(r"MemoryError|Cannot allocate memory|\[Errno 12\]|std::bad_alloc|can't allocate memory")
+_EROFS = re.compile(r"Read-only file system|\[Errno 30\]")
+_NETWORK = re.compile(r"Network is unreachable|\[Errno 101\]|Temporary failure in name resolution"
+                      r"|Name or service not known")
+
+
+def _violation(res: SandboxResult, timeout: float, cpu: int, memory: int, processes: int | None) -> str | None:
+    """Why the sandbox stopped the run (a limit, or an action it refused), or None when the run
+    ended on its own (successfully or by an ordinary error)."""
+    writes = [a.split("\t", 1)[1] for a in res.attempts if a.startswith("write\t")]
+    nets = [a.split("\t", 1)[1] for a in res.attempts if a.startswith("network\t")]
+    if writes:
+        return f"tried to write outside its folder ({writes[0]}) and was refused"
+    if nets:
+        return f"tried to open a network connection ({nets[0]}) and was refused"
+    if processes is not None:
+        return f"stopped at the process limit ({processes} processes running, at most {MAX_PROCESSES})"
+    if res.timed_out:
+        return f"stopped at the wall-clock limit ({timeout:g} s)"
+    if res.returncode == 0:
+        return None
+    sig = _signal_of(res.returncode, res.fs_isolated)
+    if sig == signal.SIGXCPU:
+        return f"killed by SIGXCPU at the CPU-time limit ({cpu} s)"
+    if sig == signal.SIGKILL:
+        return "killed by SIGKILL (the CPU-time hard limit or the kernel's out-of-memory killer)"
+    if sig == signal.SIGXFSZ:
+        return f"killed by SIGXFSZ at the file-size limit ({DEFAULT_FILE_SIZE >> 20} MiB)"
+    err = res.stderr
+    if _MEMORY.search(err):
+        return f"stopped at the memory limit ({memory / GIB:g} GiB of address space): {_line(err, _MEMORY)}"
+    if res.fs_isolated and _EROFS.search(err):
+        return f"tried to write outside its folder and was refused: {_line(err, _EROFS)}"
+    if res.network_isolated and _NETWORK.search(err):
+        return f"tried to open a network connection and was refused: {_line(err, _NETWORK)}"
+    return None
+
+
+def _line(text: str, pattern: re.Pattern) -> str:
+    for line in reversed(text.splitlines()):
+        if pattern.search(line):
+            return line.strip()[:300]
+    return ""
 
 
 def _tail(data: bytes) -> str:
