@@ -1,7 +1,9 @@
 """Grade submission tarballs: intake, re-runs in the sandbox, scoring, outputs.
 
 Each submission is graded in its own try-block: a corrupt, hostile or incomplete one gets a zero
-with the reason, and the others go on. Everything is written under `out`: the grades, and the
+with the reason, and the others go on. A submission whose own code (the fixed re-run) the sandbox
+stops, for a limit or for an action it refuses (a write outside its folder, a network
+connection), gets status `stopped` and 0 with the sandbox's reason. Everything is written under `out`: the grades, and the
 working folder `out/.work` (checkouts and re-runs, removed at the end unless keep_work).
 
 Re-runs are shared between submissions when they are the same computation: the broken and the
@@ -25,7 +27,7 @@ from breaklab.submission import parse_symptom_block
 from grader import gitrepo, intake, rubric
 from grader.recovery import check_recovery
 from grader.runs import DEFAULT_TIMEOUT, RunResult, RunSpec, train
-from grader.sandbox import network_isolation_available
+from grader.sandbox import fs_isolation_available, isolation_notes, network_isolation_available
 
 RESERVED = {".work", "grades.csv", "results.json"}
 
@@ -141,6 +143,14 @@ class Grader:
         broken, broken_err = attempt(lambda: self.run(base, None, spec, "broken"))
         clean, clean_err = attempt(lambda: self.run(base, None, clean_spec, "clean"))
         fixed, fixed_err = attempt(lambda: self.run(base, patch, spec, "fixed"))
+        reruns = {label: _run_facts(res) for label, res in (("broken", broken), ("fixed", fixed), ("clean", clean))}
+        if fixed is not None and fixed.sandbox.violation:
+            # The fix's code hit a limit or tried what the sandbox refuses: nothing it produced is
+            # graded, and neither is the rest of the submission.
+            grade = failed(info, "stopped", "the fixed run (the submission's code) was stopped by the "
+                           f"sandbox: {fixed.sandbox.violation}", criterion_name="sandbox")
+            return {**grade, "sandbox": sandbox_facts(), "network_isolated": network_isolation_available(),
+                    "reruns": reruns}
 
         records = {
             "sub_broken": _records(sub.path("broken/metrics.jsonl")),
@@ -197,11 +207,11 @@ class Grader:
         criteria += rubric.explanation_criteria(report_text, rub["concepts"])
 
         totals = rubric.total(criteria)
-        reruns = {label: _run_facts(res) for label, res in (("broken", broken), ("fixed", fixed), ("clean", clean))}
         return {**info, "status": "graded", "reason": None, **totals,
                 "criteria": [c.as_dict() for c in criteria],
                 "needs_review": [f"{c.name}: {c.review}" for c in criteria if c.review],
                 "network_isolated": network_isolation_available(),
+                "sandbox": sandbox_facts(),
                 "reruns": reruns,
                 "_plots": {label: str(res.folder) for label, res in
                            (("broken", broken), ("fixed", fixed)) if res is not None and res.ok}}
@@ -246,16 +256,23 @@ def submission_ids(tarballs: list[Path]) -> list[str]:
     return ids
 
 
-def failed(info: dict[str, Any], status: str, reason: str, detail: str | None = None) -> dict[str, Any]:
+def failed(info: dict[str, Any], status: str, reason: str, detail: str | None = None,
+           criterion_name: str | None = None) -> dict[str, Any]:
     """A zero in every group, with the reason."""
-    criteria = [rubric.Criterion(g, "intake" if status == "rejected" else "grading", 0, w, reason)
-                for g, w in rubric.WEIGHTS.items()]
+    name = criterion_name or ("intake" if status == "rejected" else "grading")
+    criteria = [rubric.Criterion(g, name, 0, w, reason) for g, w in rubric.WEIGHTS.items()]
     grade = {**info, "status": status, "reason": reason, **rubric.total(criteria),
              "criteria": [c.as_dict() for c in criteria],
              "needs_review": [f"{status}: {reason}"] if status == "error" else []}
     if detail:
         grade["detail"] = detail
     return grade
+
+
+def sandbox_facts() -> dict[str, Any]:
+    """How the re-runs were confined on this machine, and what was not (docs/GRADING.md)."""
+    return {"file_system_isolated": fs_isolation_available(),
+            "network_isolated": network_isolation_available(), "notes": isolation_notes()}
 
 
 def _records(path: Path) -> list[dict[str, Any]] | None:
@@ -295,6 +312,7 @@ def _run_facts(res: RunResult | None) -> dict[str, Any] | None:
         return None
     s = res.summary()
     return {"ok": res.ok, "why": None if res.ok else res.sandbox.why(),
+            "stopped_by_sandbox": res.sandbox.violation,
             "test_acc": s.get("test_acc"), "initial_loss": s.get("initial_loss"),
             "final_loss": s.get("final_loss"), "symptoms": s.get("symptoms"),
             "checkpoint_sha256": res.checkpoint_sha()}

@@ -13,7 +13,7 @@ from canonical_setup import atomic_write_bytes, atomic_write_text
 from grader.rubric import WEIGHTS
 
 CSV_COLUMNS = ["submission", "student", "break", "seed", "status", "score",
-               *WEIGHTS, "needs_review", "reason", "tarball_sha256"]
+               *WEIGHTS, "needs_review", "reason", "tarball_sha256", "sandbox_notes"]
 
 
 def public(grade: dict[str, Any]) -> dict[str, Any]:
@@ -43,7 +43,8 @@ def write_class_outputs(out: Path, grades: list[dict[str, Any]], formats: tuple[
                         "status": g["status"], "score": g["score"],
                         **{k: groups.get(k, {}).get("points", 0) for k in WEIGHTS},
                         "needs_review": len(g.get("needs_review", [])),
-                        "reason": g.get("reason") or "", "tarball_sha256": g.get("tarball_sha256", "")})
+                        "reason": g.get("reason") or "", "tarball_sha256": g.get("tarball_sha256", ""),
+                        "sandbox_notes": "; ".join((g.get("sandbox") or {}).get("notes") or [])})
         atomic_write_text(out / "grades.csv", buf.getvalue())
     if "gradescope" in formats and len(grades) == 1:
         # Gradescope grades one submission per container: its results.json at the top.
@@ -59,6 +60,8 @@ def gradescope_results(grade: dict[str, Any]) -> dict[str, Any]:
     head = f"{grade['status']}: {grade['score']}/{grade['max']}"
     if grade.get("reason"):
         head += f" ({grade['reason']})"
+    for note in (grade.get("sandbox") or {}).get("notes") or []:
+        head += f"\nNote: {note}."
     return {"score": grade["score"], "output": head, "visibility": "visible", "tests": tests}
 
 
@@ -140,8 +143,11 @@ def grade_markdown(grade: dict[str, Any], plots: dict[str, str] | str) -> str:
                 lines += ["", "Both runs on the same axes:", "", f"![compare]({plots['compare']})"]
         else:
             lines.append(plots)
-        if grade.get("network_isolated") is False:
-            lines += ["", "Note: the re-runs were not cut off from the network (`unshare -rn` unavailable)."]
+    notes = (grade.get("sandbox") or {}).get("notes")
+    if notes:
+        lines += ["", "## Sandbox", ""] + [f"- Note: {n}." for n in notes]
+    elif grade.get("network_isolated") is False and "sandbox" not in grade:
+        lines += ["", "Note: the re-runs were not cut off from the network (`unshare -rn` unavailable)."]
     return "\n".join(lines) + "\n"
 
 
