@@ -3,13 +3,17 @@
 One real submission (huge_lr with the reference fix, made with `breaklab submit`'s code) and
 copies of it whose fix.patch puts hostile code at the top of trainer.py: it loops forever,
 allocates address space without bound, forks children and waits on them, writes a file outside
-its folder, or connects to a socket of the grading machine. All are graded in one Grader call
-(2 jobs) next to the real submission. Each hostile re-run must be stopped, cost the fixed run's
-points with the sandbox's reason, leave no process behind, and leave the real submission's
-grade untouched.
+its folder (caught or not, in Python or from a shell), or connects to a socket of the grading
+machine. All are graded in one Grader call (2 jobs) next to the real submission. Each hostile
+submission must be stopped and graded 0 with the sandbox's reason (in grade.json, grade.md and
+results.json), leave no process behind and nothing outside its folder, and leave the real
+submission's grade untouched. A fix that merely fails (an ordinary exception) is not stopped: it
+keeps the points that do not depend on running it.
 """
 from __future__ import annotations
 
+import csv
+import json
 import os
 import socket
 import subprocess
@@ -22,18 +26,40 @@ import submission_fixtures as fx
 
 MARK = "breaklab-sandbox-test-4f2a"
 OUTSIDE = Path("/tmp") / f"{MARK}-written-outside"
-TIMEOUT = 30  # per re-run; a real 1-epoch re-run takes about 5-10 s here
+TIMEOUT = 30  # per re-run; a real 1-epoch re-run takes about 5-10 s here (mostly importing torch)
+
+OUTSIDE_CAUGHT = Path("/tmp") / f"{MARK}-written-outside-caught"
+OUTSIDE_SHELL = Path("/tmp") / f"{MARK}-written-outside-shell"
+OUTSIDE_FILES = (OUTSIDE, OUTSIDE_CAUGHT, OUTSIDE_SHELL)
 
 HOSTILE = {
     "loops_forever": "while True:\n    pass\n",
     "allocates_without_bound": ("import mmap\n_blocks = []\nwhile True:\n"
                                 "    _blocks.append(mmap.mmap(-1, 1 << 28))\n"),
-    "forks": ("import os as _os, time as _time\nfor _ in range(8):\n    if _os.fork() == 0:\n"
+    "forks": ("import os as _os, time as _time\nfor _ in range(64):\n    if _os.fork() == 0:\n"
               "        _time.sleep(3600)\n        _os._exit(0)\nwhile True:\n    _os.wait()\n"),
     "writes_outside": f"open({str(OUTSIDE)!r}, 'w').write('escaped')\nraise SystemExit(3)\n",
+    # Hides the failed write and ends as if nothing happened.
+    "writes_outside_quietly": (f"try:\n    open({str(OUTSIDE_CAUGHT)!r}, 'w').write('escaped')\n"
+                               "except OSError:\n    raise SystemExit(0)\n"),
+    # Around the Python-level guard: a shell does the write, the kernel refuses it.
+    "writes_outside_from_a_shell": ("import subprocess as _sp\n_sp.run(['sh', '-c', 'echo escaped > "
+                                    f"{OUTSIDE_SHELL}'], check=True)\n"),
     "connects": ("import socket as _socket\n_socket.create_connection(('127.0.0.1', PORT), timeout=5)"
                  ".sendall(b'" + MARK + "')\n"),
 }
+# What each one's grade must say, and whether it needs the kernel's isolation to be stopped.
+REASONS = {
+    "loops_forever": ("wall-clock limit", False),
+    "allocates_without_bound": ("memory limit", False),
+    "forks": ("process limit", False),
+    "writes_outside": ("write outside its folder", False),
+    "writes_outside_quietly": ("write outside its folder", False),
+    "writes_outside_from_a_shell": ("write outside its folder", True),
+    "connects": ("network connection", True),
+}
+# An honest fix that fails with an ordinary error: not the sandbox's business.
+FAILS = "raise RuntimeError('my fix is not finished')\n"
 
 
 class Listener:
@@ -66,10 +92,12 @@ class Listener:
 
 
 def hostile_patch(scratch: Path, code: str) -> bytes:
-    """A fix.patch that runs `code` when trainer.py is imported (before any training)."""
+    """A fix.patch that runs `code` when trainer.py starts, before it imports torch (so each
+    hostile run costs a fraction of a second, not a torch import)."""
     trainer = scratch / "trainer.py"
     original = trainer.read_text()
-    anchor = "import torch\n"
+    anchor = "from __future__ import annotations\n"
+    assert anchor in original
     trainer.write_text(original.replace(anchor, anchor + code, 1))
     patch = subprocess.run(["git", "diff", "--", "trainer.py"], cwd=scratch, capture_output=True,
                            check=True).stdout
@@ -94,74 +122,159 @@ def own_processes() -> list[str]:
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
     from grader.grade import Grader
+
     from solutions import fix_patch
 
-    OUTSIDE.unlink(missing_ok=True)
+    for path in OUTSIDE_FILES:
+        path.unlink(missing_ok=True)
     listener = Listener()
     good = fx.build("sandbox_ref", "huge_lr", patch=fix_patch("huge_lr"))
     scratch = fx.student_clone("sandbox_scratch")
     subs = {"good": good}
-    for name, code in HOSTILE.items():
+    for name, code in {**HOSTILE, "fails": FAILS}.items():
         patch = hostile_patch(scratch, code.replace("PORT", str(listener.port)))
         subs[name] = fx.repack(good, f"sandbox_{name}", lambda files, p=patch: files.__setitem__("fix.patch", p))
     out = tmp_path_factory.mktemp("sandbox-grading") / "graded"
     grader = Grader(repo=fx.workspace() / "course", out=out, plots=False, timeout=TIMEOUT)
     try:
-        grades = grader.grade_all(list(subs.values()), jobs=2, formats=("json",))
+        grades = grader.grade_all(list(subs.values()), jobs=2, formats=("json", "csv", "gradescope"))
     finally:
         listener.close()
     by_tarball = {g["tarball"]: g for g in grades}
-    yield {k: by_tarball[p.name] for k, p in subs.items()}, listener, own_processes()
-    OUTSIDE.unlink(missing_ok=True)
+    outside = [p for p in OUTSIDE_FILES if p.exists()]
+    yield {k: by_tarball[p.name] for k, p in subs.items()}, listener, own_processes(), out, outside
+    for path in OUTSIDE_FILES:
+        path.unlink(missing_ok=True)
 
 
 def criterion(grade: dict, name: str) -> dict:
     return next(c for c in grade["criteria"] if c["name"] == name)
 
 
-@pytest.mark.parametrize("name,why", [
-    ("loops_forever", "wall-clock limit"),
-    ("allocates_without_bound", "MemoryError|mmap|Cannot allocate"),
-    ("forks", "wall-clock limit"),
-    ("connects", "ConnectionRefused|Network is unreachable|OSError|ConnectionError"),
-])
-def test_hostile_rerun_is_stopped_and_scores_nothing_for_the_fixed_run(graded, name, why):
-    import re
+def isolated(grade: dict) -> bool:
+    return grade["sandbox"]["file_system_isolated"] and grade["sandbox"]["network_isolated"]
 
-    grades, _, _ = graded
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_hostile_submission_is_stopped_and_graded_zero_with_the_reason(graded, name):
+    grades, _, _, out, _ = graded
     g = grades[name]
-    if name == "connects" and not g["network_isolated"]:
-        pytest.skip("no network namespace here (`unshare -rn` unavailable): the sandbox says so "
-                    "in network_isolated and cannot stop connections")
-    assert g["status"] == "graded", g.get("reason")
-    for part in ("fixed_metrics", "fixed_checkpoint"):
-        c = criterion(g, part)
-        assert c["points"] == 0 and "could not be re-run" in c["reason"], c
-        assert re.search(why, c["reason"]), c["reason"]
-    recovery = next(c for c in g["criteria"] if c["group"] == "fix" and "recover" in c["name"])
-    assert recovery["points"] == 0, recovery
-    # The total: the grader keeps the points that do not depend on running the fix (the broken
-    # re-run, the diagnosis, the write-up); it is well below the real submission's.
-    assert g["score"] < grades["good"]["score"] - 25
+    why, needs_kernel = REASONS[name]
+    if needs_kernel and not isolated(g):
+        pytest.skip("no mount and network namespaces here: " + "; ".join(g["sandbox"]["notes"]))
+    assert g["status"] == "stopped", (g["status"], g.get("reason"), g["criteria"])
+    assert g["score"] == 0 and all(c["points"] == 0 for c in g["criteria"])
+    assert "stopped by the sandbox" in g["reason"] and why in g["reason"], g["reason"]
+    assert g["reruns"]["fixed"]["stopped_by_sandbox"] and not g["reruns"]["fixed"]["ok"]
+    # The reason is in every output.
+    folder = out / g["submission"]
+    assert json.loads((folder / "grade.json").read_text())["reason"] == g["reason"]
+    assert g["reason"] in (folder / "grade.md").read_text()
+    assert g["reason"] in json.loads((folder / "results.json").read_text())["output"]
+    row = next(r for r in csv.DictReader((out / "grades.csv").open()) if r["submission"] == g["submission"])
+    assert row["status"] == "stopped" and float(row["score"]) == 0 and row["reason"] == g["reason"]
+
+
+def test_an_honest_fix_that_fails_keeps_its_partial_credit(graded):
+    grades, _, _, _, _ = graded
+    g = grades["fails"]
+    assert g["status"] == "graded" and g["reason"] is None, g.get("reason")
+    assert g["reruns"]["fixed"]["stopped_by_sandbox"] is None
+    assert "my fix is not finished" in criterion(g, "fixed_metrics")["reason"]
+    assert criterion(g, "recovers")["points"] == 0
+    # The broken re-run, the diagnosis and the write-up still count.
+    assert g["groups"]["diagnostics"]["points"] > 0 and g["groups"]["explanation"]["points"] > 0
+    assert 0 < g["score"] < grades["good"]["score"] - 25
 
 
 def test_the_real_submission_and_the_grader_are_unaffected(graded):
-    grades, _, leftovers = graded
+    grades, _, leftovers, _, _ = graded
     g = grades["good"]
     assert g["status"] == "graded" and g["score"] >= 95, [c for c in g["criteria"] if c["points"] < c["max"]]
+    assert g["reruns"]["fixed"]["stopped_by_sandbox"] is None
     assert leftovers == [], "processes outlived their sandbox:\n" + "\n".join(leftovers)
 
 
 def test_a_submission_cannot_reach_the_grading_machines_network(graded):
-    grades, listener, _ = graded
+    grades, listener, _, _, _ = graded
     if not grades["connects"]["network_isolated"]:
-        pytest.skip("no network namespace here (`unshare -rn` unavailable): the sandbox says so "
-                    "in network_isolated and cannot stop connections")
+        pytest.skip("no network namespace here (`unshare` unavailable): the grade says so in its "
+                    "sandbox notes, and only Python-level connections are refused")
     assert listener.connections == 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the sandbox does not isolate the file system (grader/sandbox.py says so): code runs as the "
-    "grading user and can write anywhere that user can; grade on a throw-away machine or container"))
 def test_a_submission_cannot_write_outside_its_folder(graded):
-    assert not OUTSIDE.exists()
+    grades, _, _, _, outside = graded
+    if not grades["writes_outside_from_a_shell"]["sandbox"]["file_system_isolated"]:
+        pytest.skip("no mount namespace here: the grade says so in its sandbox notes, and only "
+                    "Python-level writes are refused")
+    assert outside == []
+
+
+# ---------------------------------------------------------------------------------------------
+# The sandbox alone (no training): each guard, and the fallback where the kernel offers none
+# ---------------------------------------------------------------------------------------------
+
+def test_the_file_system_is_read_only_outside_the_work_folder(tmp_path):
+    from grader.sandbox import fs_isolation_available, run_sandboxed
+
+    if not fs_isolation_available():
+        pytest.skip("no mount namespace on this machine")
+    work, beside = tmp_path / "work", tmp_path / "beside"
+    work.mkdir()
+    script = (f'echo in > in.txt && echo tmp > "$TMPDIR/t" && echo null > /dev/null && '
+              f'(echo out > "{beside}") 2>/dev/null; echo "beside=$?"; (echo x > /tmp/{MARK}-sh) 2>/dev/null; '
+              f'echo "tmp=$?"; cat /proc/self/status | grep CapEff; (mount -o remount,rw /) 2>/dev/null; echo "mount=$?"')
+    res = run_sandboxed(["sh", "-c", script], cwd=work, timeout=30)
+    assert res.returncode == 0 and res.fs_isolated, res.stderr
+    assert (work / "in.txt").read_text() == "in\n"
+    assert "beside=0" not in res.stdout and "tmp=0" not in res.stdout and "mount=0" not in res.stdout
+    assert "CapEff:\t0000000000000000" in res.stdout
+    assert not beside.exists() and not Path(f"/tmp/{MARK}-sh").exists()
+    # A shell's refused write shows up in its stderr: a violation only when the run then fails.
+    assert res.violation is None
+
+
+def test_without_kernel_isolation_python_writes_and_connections_are_still_refused(tmp_path, monkeypatch):
+    import grader.sandbox as sandbox
+
+    monkeypatch.setattr(sandbox, "isolation_flags", lambda: None)
+    monkeypatch.setattr(sandbox, "_network_only_available", lambda: False)
+    assert any("file system not isolated" in n for n in sandbox.isolation_notes())
+    target = tmp_path / "outside.txt"
+    work = tmp_path / "work"
+    work.mkdir()
+    res = sandbox.run_sandboxed(["python3", "-c", f"open({str(target)!r}, 'w').write('x')"], cwd=work, timeout=30)
+    assert not res.fs_isolated and not target.exists()
+    assert res.violation and "write outside its folder" in res.violation and str(target) in res.violation
+    res = sandbox.run_sandboxed(["python3", "-c", "import socket; socket.create_connection(('127.0.0.1', 9), 2)"],
+                                cwd=work, timeout=30)
+    assert res.violation and "network connection" in res.violation
+    res = sandbox.run_sandboxed(["python3", "-c", "open('inside.txt', 'w').write('x'); raise SystemExit(4)"],
+                                cwd=work, timeout=30)
+    assert res.returncode == 4 and res.violation is None and (work / "inside.txt").is_file()
+
+
+def test_process_limit_and_escaped_children(tmp_path):
+    from grader.sandbox import MAX_PROCESSES, run_sandboxed
+
+    res = run_sandboxed(["sh", "-c", f"for i in $(seq {MAX_PROCESSES + 8}); do sleep 30 & done; wait"],
+                        cwd=tmp_path, timeout=20)
+    assert res.violation and "process limit" in res.violation and not res.timed_out
+    # A child that leaves the process group (setsid) still dies with the run when isolated.
+    res = run_sandboxed(["python3", "-c", "import os, time\nif os.fork() == 0:\n    os.setsid(); "
+                         f"time.sleep(60)\nprint('{MARK}-setsid')"], cwd=tmp_path, timeout=20)
+    assert res.ok
+    if res.fs_isolated:
+        assert not any(f"{MARK}-setsid" in p or "time.sleep(60)" in p for p in all_processes())
+
+
+def all_processes() -> list[str]:
+    found = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                found.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+            except OSError:
+                continue
+    return found
