@@ -53,32 +53,33 @@ REPORT_LIMIT = 64 << 10        # bytes of the audit hook's reports read back
 # Devices a program may write to (they store nothing); every other device node is unusable.
 SAFE_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty")
 
-# Runs inside the new mount namespace as its PID 1: bind the work folder, re-mount all else
-# read-only, enter the work folder through the new mount (the old working directory would still
+# Runs inside the new mount namespace as its PID 1: re-mount every mount read-only, then bind the
+# work folder and the harmless devices read-write on top (new mounts: no name is matched against
+# the list), enter the work folder through its new mount (the old working directory would still
 # point at the read-only one), then run the command. Not `exec`: the command must not be the
 # namespace's init, which the kernel shields from signals such as SIGXCPU. Its exit status is the
-# command's, 128+N when signal N killed it.
+# command's, 128+N when signal N killed it. A mount point that cannot be re-mounted (findmnt
+# escapes odd characters in names) stops the setup: the probe then finds no isolation.
 _SETUP = r"""
 set -u
 work=$1; shift
-for d in """ + " ".join(SAFE_DEVICES) + r"""; do
-  [ -e "$d" ] && mount --bind "$d" "$d"
-done
 mount --bind /proc/sys /proc/sys
 [ -e /proc/sysrq-trigger ] && mount --bind /proc/sysrq-trigger /proc/sysrq-trigger
-mount --bind "$work" "$work" || exit 120
 findmnt -rn -o TARGET | while read -r target; do
-  case " $work """ + " ".join(SAFE_DEVICES) + r""" " in *" $target "*) continue;; esac
-  mount -o remount,bind,ro,nosuid,nodev "$target" 2>/dev/null \
-    || mount -o remount,bind,ro "$target" || exit 121
+  mount -o remount,bind,ro,nosuid,nodev "$target" || exit 121
 done || exit 121
+{ mount --bind "$work" "$work" && mount -o remount,bind,rw,nosuid,nodev "$work"; } || exit 120
+for d in """ + " ".join(SAFE_DEVICES) + r"""; do
+  [ -e "$d" ] || continue
+  { mount --bind "$d" "$d" && mount -o remount,bind,rw,nosuid,dev "$d"; } || exit 123
+done
 cd "$work" || exit 122
 "$@"
 exit $?
 """
 _DROP_CAPS = ["setpriv", "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all", "--"]
 _SETUP_FAILED = {120: "cannot bind the work folder", 121: "cannot re-mount the file system read-only",
-                 122: "cannot enter the work folder"}
+                 122: "cannot enter the work folder", 123: "cannot bind the harmless devices"}
 
 # The audit hook. Python runs it at start-up (site imports `sitecustomize` from PYTHONPATH) before
 # any of the run's own code; hooks cannot be removed once added.
