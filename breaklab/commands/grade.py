@@ -74,6 +74,7 @@ def grade(submissions, out, jobs, formats, repo, timeout, keep_work, plots) -> N
     grades = grader.grade_all(tarballs, jobs=jobs, formats=formats, on_done=done)
     graded = [g for g in grades if g["status"] == "graded"]
     review = sum(1 for g in grades if g.get("needs_review"))
-    click.echo(f"graded {len(graded)}, rejected {sum(g['status'] == 'rejected' for g in grades)}, "
+    click.echo(f"graded {len(graded)}, stopped by the sandbox {sum(g['status'] == 'stopped' for g in grades)}, "
+               f"rejected {sum(g['status'] == 'rejected' for g in grades)}, "
                f"errors {sum(g['status'] == 'error' for g in grades)}; {review} with items to review")
     click.echo(f"grades: {out}/" + ("grades.csv" if "csv" in formats else "<submission>/grade.json"))
