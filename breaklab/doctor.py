@@ -586,11 +586,6 @@ def diagnose(run: Run) -> Diagnosis:
                      None, None, len(st))
 
 
-def diagnose_path(path: Path | str) -> tuple[Run, Diagnosis]:
-    run = load_run(path)
-    return run, diagnose(run)
-
-
 def format_diagnosis(run: Run, dx: Diagnosis) -> str:
     """The report a person reads: verdict, evidence, the other hypotheses, what to do next."""
     width = 13

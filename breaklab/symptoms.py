@@ -37,7 +37,7 @@ def loss_rises_early(st: list[dict], window: int = 30, factor: float = 1.5) -> s
     if above:
         worst = max(early, key=lambda r: r["loss"])
         return (f"loss rose above {factor}x its start ({first:.3g}) at step {above[0]['step']} "
-                f"and reached {worst['loss']:.3g} at step {worst['step']}")
+                f"and reached {worst['loss']:.3g} by step {worst['step']} (first {window} steps)")
     return None
 
 
@@ -108,7 +108,7 @@ def chance_accuracy(ep: list[dict], below: float = 0.2) -> str | None:
     return None
 
 
-def scattered_zero_grads(st: list[dict], threshold: float = 0.02) -> str | None:
+def scattered_zero_grads(st: list[dict], threshold: float = 0.025) -> str | None:
     """Exact zeros outside whole dead units: float16 underflow, not dead ReLUs."""
     tail = st[-10:]
     vals = []

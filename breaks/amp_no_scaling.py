@@ -13,7 +13,7 @@ class AmpNoScaling(Break):
     category = "numerics"
     description = "float16 autocast with the GradScaler disabled (no loss scaling)"
     symptom = "scattered exactly-zero gradient entries from float16 underflow, growing over training"
-    metric = "zero_grad_frac"
+    metric = "zero_grad_frac_by_layer"
     hook = "use_grad_scaler"
     needs_amp = True  # this break switches --amp on
 

@@ -14,7 +14,7 @@ class DoubleSoftmax(Break):
     name = "double_softmax"
     category = "objective"
     description = "softmax applied to the logits before F.cross_entropy"
-    symptom = "outputs fed to the loss are probabilities (rows sum to 1); loss stalls on a floor near 1.46; small gradients"
+    symptom = "outputs fed to the loss are probabilities (rows sum to 1); loss stalls near 1.5 (floor 1.46); small gradients"
     metric = "logit_rowsum_mean"
     hook = "outputs"
 

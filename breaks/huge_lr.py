@@ -11,7 +11,7 @@ class HugeLR(Break):
     name = "huge_lr"
     category = "optimization"
     description = "learning rate multiplied by 100"
-    symptom = "loss rises above its starting value (or becomes non-finite) within the first steps; ReLU units die"
+    symptom = "loss passes 1.5x its start within the first steps and reaches ~1e3 (BatchNorm keeps it finite); ReLU units die"
     metric = "loss"
     hook = "learning_rate"
 
