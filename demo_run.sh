@@ -33,6 +33,16 @@ if ! [[ "$BREAK" =~ ^[a-z_]+$ ]]; then
     exit 2
 fi
 SEED=$((10#$SEED))
+# The seed, the break and the folders come from the arguments above and name the tarball:
+# an extra option must not contradict them.
+for arg in "$@"; do
+    case "$arg" in
+        --seed|--seed=*|--break|--break=*|--out|--out=*|--resume|--resume=*)
+            echo "error: ${arg%%=*} is set by demo_run.sh itself (SEED, BREAK, runs/BREAK_SEED);" \
+                 "call python trainer.py directly for other values" >&2
+            exit 2 ;;
+    esac
+done
 
 NAME="${BREAK}_${SEED}"
 OUT="runs/${NAME}"
