@@ -1,5 +1,8 @@
 """`breaklab submit`: the report's format, the clear errors, and a byte-reproducible tarball whose
-manifest describes exactly what is inside."""
+manifest describes exactly what is inside.
+
+These tests are part of the student kit: they use no reference fix or write-up (solutions/), only
+a report in the required format and an edit that is not a fix."""
 from __future__ import annotations
 
 import hashlib
@@ -15,9 +18,45 @@ from breaklab.submission import (MAX_WORDS, SubmitError, check_report, parse_sym
                                  sections_present, word_count)
 from grader import gitrepo, intake
 
-import submission_fixtures as fx
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = ROOT / "reports" / "TEMPLATE.md"
+SEED, EPOCHS = 42, 1
 
-TEMPLATE = fx.ROOT / "reports" / "TEMPLATE.md"
+# A report in the required format (four sections, a symptom block). It diagnoses nothing: these
+# tests check the command, and the student kit has no reference write-ups.
+REPORT = """# huge_lr
+
+## Symptoms
+The training loss rises over the first steps.
+
+```symptom
+metric: loss
+step: 2
+value: 4.0
+```
+
+## Root cause
+Not part of this test.
+
+## Fix
+Not part of this test.
+
+## Verification
+Not part of this test.
+"""
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory) -> Path:
+    """A clone of this repository's HEAD: the course repository the students cloned."""
+    dest = tmp_path_factory.mktemp("course") / "course"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(dest)], check=True)
+    return dest
+
+
+def student_clone(course: Path, dest: Path) -> Path:
+    subprocess.run(["git", "clone", "-q", str(course), str(dest)], check=True)
+    return dest
 
 
 # ---------------------------------------------------------------------------------------------
@@ -80,11 +119,15 @@ def submit(*args: str):
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("report") / "report.md"
-    path.write_text(fx.ROOT.joinpath("solutions", "huge_lr", "WRITEUP.md").read_text())
+    path.write_text(REPORT)
+    assert not check_report(path)[1]  # complete: no warnings
     return path
 
 
-def test_submit_errors_are_one_line_and_name_the_fix(tmp_path, report):
+def test_submit_errors_are_one_line_and_name_the_fix(tmp_path, report, course, monkeypatch):
+    # No tarball may be written for a refused submission: not in the folder it runs from either
+    # (which, for a person who followed the README, already holds their own submission_*.tgz).
+    monkeypatch.chdir(tmp_path)
     base = ["--seed", "42", "--break", "huge_lr"]
     r = submit(*base, "--report", str(tmp_path / "nope.md"), "--repo", str(tmp_path))
     assert r.exit_code == 1 and "does not exist" in r.output and "Traceback" not in r.output
@@ -96,7 +139,7 @@ def test_submit_errors_are_one_line_and_name_the_fix(tmp_path, report):
     plain.mkdir()
     r = submit(*base, "--report", str(report), "--repo", str(plain))
     assert r.exit_code == 1 and "is not a git checkout" in r.output
-    unchanged = fx.student_clone("unchanged")
+    unchanged = student_clone(course, tmp_path / "unchanged")
     r = submit(*base, "--report", str(report), "--repo", str(unchanged))
     assert r.exit_code == 1 and "nothing was changed" in r.output
     r = submit("--seed", "42", "--break", "nope", "--report", str(report), "--repo", str(unchanged))
@@ -105,21 +148,30 @@ def test_submit_errors_are_one_line_and_name_the_fix(tmp_path, report):
     assert r.exit_code == 1 and "--student" in r.output
     r = submit(*base, "--report", str(report), "--repo", str(unchanged), "--base", "no-such-rev")
     assert r.exit_code == 1 and "no such commit" in r.output
-    assert not list(Path.cwd().glob("submission_*.tgz"))
+    assert not list(tmp_path.glob("*.tgz")) and not list(unchanged.glob("*.tgz"))
 
 
 # ---------------------------------------------------------------------------------------------
 # The tarball
 # ---------------------------------------------------------------------------------------------
 
-def test_submission_is_byte_reproducible_and_its_manifest_is_complete(tmp_path):
-    first = fx.submissions()["huge_lr"]
-    tree = fx.workspace() / "students" / "ref_huge_lr"
-    again = tmp_path / "again.tgz"
-    r = submit("--seed", str(fx.SEED), "--break", "huge_lr", "--epochs", str(fx.EPOCHS),
-               "--report", str(fx.workspace() / "reports" / "ref_huge_lr.md"),
-               "--evidence", str(fx.workspace() / "evidence" / "ref_huge_lr.json"),
-               "--student", "ref-huge-lr", "--repo", str(tree), "--tarball", str(again))
+def not_a_fix(tree: Path) -> None:
+    """A tracked change that leaves training as it is: one comment line in the break's module."""
+    path = tree / "breaks" / "huge_lr.py"
+    path.write_text("# looked at this file\n" + path.read_text())
+
+
+def test_submission_is_byte_reproducible_and_its_manifest_is_complete(tmp_path, course, report):
+    tree = student_clone(course, tmp_path / "student")
+    not_a_fix(tree)
+    evidence = tmp_path / "evidence.json"
+    evidence.write_text(json.dumps({"metric": "loss", "step": 2, "value": 4.0}))
+    args = ["--seed", str(SEED), "--break", "huge_lr", "--epochs", str(EPOCHS), "--report", str(report),
+            "--evidence", str(evidence), "--student", "student-1", "--repo", str(tree)]
+    first, again = tmp_path / "first.tgz", tmp_path / "again.tgz"
+    r = submit(*args, "--tarball", str(first))
+    assert r.exit_code == 0, r.output
+    r = submit(*args, "--tarball", str(again))
     assert r.exit_code == 0, r.output
     assert again.read_bytes() == first.read_bytes()
     digest = hashlib.sha256(first.read_bytes()).hexdigest()
@@ -129,19 +181,21 @@ def test_submission_is_byte_reproducible_and_its_manifest_is_complete(tmp_path):
 
     sub = intake.open_submission(first, tmp_path / "x")
     m = sub.manifest
-    head = gitrepo.resolve_commit(fx.workspace() / "course", "HEAD")
-    assert (m["break"], m["seed"], m["epochs"], m["threads"], m["student"]) == ("huge_lr", 42, 1, 1, "ref-huge-lr")
+    head = gitrepo.resolve_commit(course, "HEAD")
+    assert (m["break"], m["seed"], m["epochs"], m["threads"], m["student"]) == ("huge_lr", 42, 1, 1, "student-1")
     assert m["base_commit"] == head
     assert {"python", "torch", "threads", "device"} <= set(m["env"])
-    assert set(m["files"]) == set(intake.REQUIRED_FILES) | {"evidence/ref_huge_lr.json"}
+    assert set(m["files"]) == set(intake.REQUIRED_FILES) | {"evidence/evidence.json"}
     for run in ("broken", "fixed"):
         meta = json.loads(sub.read_text(f"{run}/meta.json"))
         assert meta["break"] == "huge_lr" and meta["seed"] == 42 and meta["status"] == "complete"
         assert meta["git"]["commit"] == head and meta["git"]["dirty"] is (run == "fixed")
     patch = gitrepo.parse_patch(sub.path("fix.patch").read_bytes())
-    assert [(c.path, c.changed_lines) for c in patch] == [("breaks/huge_lr.py", 2)]
+    assert [(c.path, c.changed_lines) for c in patch] == [("breaks/huge_lr.py", 1)]
     assert "--break huge_lr --epochs 1 --threads 1" in sub.read_text("commands.txt")
     assert head in sub.read_text("commands.txt")
+    # The fixed run was trained from the edited tree; a comment changes nothing it computes.
     broken = json.loads(sub.read_text("broken/summary.json"))
     fixed = json.loads(sub.read_text("fixed/summary.json"))
-    assert broken["test_acc"] < 0.5 < 0.9 < fixed["test_acc"]
+    assert broken["test_acc"] < 0.5 and fixed["test_acc"] == broken["test_acc"]
+    assert sub.path("fixed/metrics.jsonl").read_bytes() == sub.path("broken/metrics.jsonl").read_bytes()

@@ -5,9 +5,15 @@ from pathlib import Path
 
 import click
 
-# What stays with the instructor: the reference fixes, write-ups and rubrics, and the tests that
-# read them.
-PRIVATE = ("solutions/", "tests/test_solutions.py", "tests/test_grader.py")
+# What stays with the instructor: the reference fixes, write-ups and rubrics, and every test file
+# that needs them, so the kit's own `pytest -q` passes without solutions/:
+#   tests/test_solutions.py      checks the reference fixes and write-ups themselves;
+#   tests/test_grader.py         grades the reference submissions (the grader reads the rubrics);
+#   tests/test_sandbox.py        grades hostile copies of a reference submission;
+#   tests/submission_fixtures.py builds those submissions from the reference fixes and write-ups.
+# Files that merely mention solutions/ and cope with its absence (breaklab/mystery.py) stay.
+PRIVATE = ("solutions/", "tests/test_solutions.py", "tests/test_grader.py", "tests/test_sandbox.py",
+           "tests/submission_fixtures.py")
 KIT_AUTHOR = ("breaklab course", "course@breaklab.invalid", "2000-01-01T00:00:00+0000")
 
 
@@ -19,7 +25,7 @@ def is_private(path: str) -> bool:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="An empty (or new) folder for the hand-out.")
 @click.option("--rev", default="HEAD", show_default=True, help="The commit of the course repository to hand out.")
-@click.option("--repo", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--repo", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="The course repository [default: the one breaklab runs from].")
 @click.option("--git/--no-git", "make_git", default=True, show_default=True,
               help="Make the hand-out a git repository with one commit (students need one to submit).")
@@ -51,7 +57,10 @@ def make_kit(out: Path, rev: str = "HEAD", repo: Path | None = None, make_git: b
 
     from grader import gitrepo
 
-    repo = gitrepo.toplevel(repo or Path(__file__).resolve().parent)
+    try:
+        repo = gitrepo.toplevel(repo or Path(__file__).resolve().parent)
+    except gitrepo.GitError as e:
+        raise KitError(f"cannot read the course repository: {e}") from None
     if repo is None:
         raise KitError("not a git checkout of the course repository: pass --repo")
     commit = gitrepo.resolve_commit(repo, rev)
