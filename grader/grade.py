@@ -46,6 +46,7 @@ class Grader:
     _key_locks: dict = field(default_factory=dict)
     _runs: dict = field(default_factory=dict)
     _trees: dict = field(default_factory=dict)
+    _commits: dict = field(default_factory=dict)
 
     def __post_init__(self):
         from solutions import SOLUTIONS_DIR
@@ -94,6 +95,13 @@ class Grader:
                 self._runs[key] = train(tree, spec, folder, out_name, timeout=self.timeout)
             return self._runs[key]
 
+    def has_commit(self, commit: str) -> bool:
+        """Whether commit is in the course repository (asked once per commit)."""
+        with self._key_lock(("commit", commit)):
+            if commit not in self._commits:
+                self._commits[commit] = gitrepo.resolve_commit(self.repo, commit) == commit
+            return self._commits[commit]
+
     # -- one submission ------------------------------------------------------------------------
     def grade(self, tarball: Path, sub_id: str) -> dict[str, Any]:
         folder = self.out / sub_id
@@ -124,6 +132,10 @@ class Grader:
         m = sub.manifest
         info.update(tarball_sha256=sub.tarball_sha256, student=m["student"], break_name=m["break"],
                     seed=m["seed"], epochs=m["epochs"], threads=m["threads"], base_commit=m["base_commit"])
+        if not self.has_commit(m["base_commit"]):
+            # Every re-run would fail the same way; say so once, as an error of the grading setup.
+            return failed(info, "error", f"base commit {m['base_commit'][:12]} is not in --repo {self.repo}: "
+                          "grade against the repository the students cloned")
         if m["break"] not in solution_names(self.solutions_root):
             return failed(info, "rejected", f"unknown break {m['break']!r}: no rubric for it")
         rub = load_rubric(m["break"], self.solutions_root)
@@ -191,16 +203,19 @@ class Grader:
             criteria.append(rubric.recovery_criterion(check_recovery(records["fixed"], records["clean"], rub["recovery"])))
         changes = gitrepo.parse_patch(patch)
         allowed = rub["fix"]["allowed_files"]
-        old_src, new_src = {}, {}
+        # Which functions a line belongs to needs the source before and after the patch; when a
+        # checkout fails, the scope is not judged (rather than judged against empty files).
+        old_src = new_src = None
+        unread = ""
         try:
             base_tree = self.tree(base, None)
             old_src = {f: _read(base_tree / f) for f in allowed}
-            if fixed is not None:
-                patched = self.tree(base, patch)
-                new_src = {f: _read(patched / f) for f in allowed}
-        except gitrepo.GitError:
-            pass
-        criteria.append(rubric.scope_criterion(changes, allowed, rub["fix"]["allowed_functions"], old_src, new_src))
+            patched = self.tree(base, patch)
+            new_src = {f: _read(patched / f) for f in allowed}
+        except gitrepo.GitError as e:
+            unread = str(e)
+        criteria.append(rubric.scope_criterion(changes, allowed, rub["fix"]["allowed_functions"], old_src, new_src,
+                                               unread=unread))
         criteria.append(rubric.size_criterion(changes, rub["fix"]["max_changed_lines"]))
 
         # Explanation

@@ -287,7 +287,11 @@ def function_spans(source: str) -> dict[str, tuple[int, int]]:
 
 
 def scope_criterion(changes: list[FileChange], allowed_files: list[str], allowed_functions: list[str],
-                    old_sources: dict[str, str], new_sources: dict[str, str]) -> Criterion:
+                    old_sources: dict[str, str] | None, new_sources: dict[str, str] | None,
+                    unread: str = "") -> Criterion:
+    """Whether the patch changes only the allowed functions. old_sources/new_sources are the
+    allowed files before and after the patch; None when they could not be read (unread says why):
+    then the lines are not judged at all, and the criterion goes to review."""
     g, maximum = "fix", 6
     if not changes:
         return Criterion(g, "minimal_scope", 0, maximum, "the patch changes nothing")
@@ -299,6 +303,10 @@ def scope_criterion(changes: list[FileChange], allowed_files: list[str], allowed
     if outside:
         return Criterion(g, "minimal_scope", 0, maximum, f"the patch changes {', '.join(outside)}; a minimal fix "
                          f"for this break changes only {', '.join(allowed_functions)} in {', '.join(allowed_files)}")
+    if old_sources is None or new_sources is None:
+        return Criterion(g, "minimal_scope", 0, maximum, "not judged: the source before and after the patch "
+                         f"could not be read ({unread or 'no checkout'})",
+                         review="check by hand which functions the patch changes")
     stray = []
     for c in changes:
         if c.binary or c.mode:
