@@ -17,7 +17,7 @@ def _formats(ctx, param, value: str) -> tuple[str, ...]:
 
 
 @click.command(name="grade")
-@click.argument("submissions", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("submissions", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder for the grades; the grader writes nothing outside it.")
 @click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True,
@@ -26,7 +26,7 @@ def _formats(ctx, param, value: str) -> tuple[str, ...]:
               help="Outputs: json (grade.json + grade.md per submission; always written), csv "
                    "(grades.csv), gradescope (results.json per submission, and at the top of OUT "
                    "when grading one).")
-@click.option("--repo", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--repo", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="The course repository the students cloned [default: the one breaklab runs from].")
 @click.option("--timeout", type=click.IntRange(10, 24 * 3600), default=600, show_default=True,
               help="Wall-clock seconds allowed for each re-run.")
@@ -41,9 +41,9 @@ def grade(submissions, out, jobs, formats, repo, timeout, keep_work, plots) -> N
     (reproducibility 35, diagnostics 30, fix 20, explanation 15; see docs/GRADING.md). A
     submission that cannot be graded gets 0 with the reason; the others go on.
     """
-    from grader import gitrepo
     from grader.grade import Grader
 
+    repo = course_repository(repo)
     tarballs: list[Path] = []
     for s in submissions:
         if s.is_dir() and not s.is_symlink():
@@ -52,12 +52,6 @@ def grade(submissions, out, jobs, formats, repo, timeout, keep_work, plots) -> N
             tarballs.append(s)
     if not tarballs:
         raise click.UsageError("no submission tarballs (*.tgz) found in the given folders")
-    if repo is None:
-        repo = gitrepo.toplevel(Path(__file__).resolve().parent)
-        if repo is None:
-            raise click.UsageError("breaklab is not running from a git checkout: pass --repo COURSE_REPO")
-    elif gitrepo.toplevel(repo) is None:
-        raise click.UsageError(f"--repo {repo} is not a git repository")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -78,3 +72,24 @@ def grade(submissions, out, jobs, formats, repo, timeout, keep_work, plots) -> N
                f"rejected {sum(g['status'] == 'rejected' for g in grades)}, "
                f"errors {sum(g['status'] == 'error' for g in grades)}; {review} with items to review")
     click.echo(f"grades: {out}/" + ("grades.csv" if "csv" in formats else "<submission>/grade.json"))
+
+
+def course_repository(repo: Path | None) -> Path:
+    """The root of the course repository to re-run from: --repo, or the checkout breaklab runs
+    from. A path that is no git repository is a usage error, in one line."""
+    from grader import gitrepo
+
+    where = repo or Path(__file__).resolve().parent
+    try:
+        top = gitrepo.toplevel(where)
+    except gitrepo.GitError as e:
+        raise click.UsageError(f"cannot read --repo {where}: {e}") from None
+    if top is None:
+        if repo is None:
+            raise click.UsageError("breaklab is not running from a git checkout: pass --repo COURSE_REPO")
+        raise click.UsageError(f"--repo {repo} is not a git repository: pass the course repository "
+                               "the students cloned")
+    if repo is not None and top.resolve() != repo.resolve():
+        raise click.UsageError(f"--repo {repo} is a folder inside the git repository {top}: pass the "
+                               "repository's top folder")
+    return top
