@@ -32,6 +32,8 @@ os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from breaklab.atomic import atomic_write_bytes, atomic_write_text, sha256_bytes, sha256_file  # noqa: E402,F401
+
 ROOT = Path(__file__).resolve().parent
 SAMPLE_DIR = ROOT / "data" / "sample"
 MNIST_FILES = (
@@ -109,14 +111,6 @@ class Dataset:
     x_test: torch.Tensor
     y_test: torch.Tensor
     identity: dict[str, Any] = field(default_factory=dict)  # name, sizes, SHA-256 of files
-
-
-def sha256_file(path: Path | str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _read_sums(path: Path) -> dict[str, str]:
@@ -282,32 +276,8 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
 # 3. Files: atomic writes, hashes, checkpoints
 # ============================================================================
 
-def atomic_write_bytes(path: Path | str, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over the final name:
-    an interrupted write never leaves a truncated file under the final name."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def atomic_write_text(path: Path | str, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+# atomic_write_bytes, atomic_write_text, sha256_bytes and sha256_file live in breaklab/atomic.py
+# (torch-free, for the commands that only write files) and are imported above.
 
 
 def _canonical(obj: Any) -> Any:

@@ -10,7 +10,7 @@ import tarfile
 from pathlib import Path
 from typing import Mapping
 
-from canonical_setup import atomic_write_bytes, atomic_write_text
+from breaklab.atomic import atomic_write_bytes, atomic_write_text
 
 
 def _info(name: str, size: int, mode: int) -> tarfile.TarInfo:
