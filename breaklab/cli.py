@@ -6,7 +6,22 @@ import click
 from breaklab import __version__
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """`train` is built from trainer.py's Config, and trainer.py imports torch (2 s): it is
+    loaded only when asked for, so that pack, doctor, compare... start without torch."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), "train"})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name == "train" and name not in self.commands:
+            from trainer import build_command
+
+            self.add_command(build_command(), "train")
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="breaklab")
 def cli() -> None:
     """breaklab: cause a silent ML training bug on purpose, watch its symptom, diagnose it,
@@ -33,10 +48,8 @@ def _register() -> None:
     from breaklab.commands.reveal import reveal
     from breaklab.commands.submit import submit
     from breaklab.commands.triage import triage
-    from trainer import build_command
 
-    cli.add_command(build_command(), "train")
-    cli.add_command(list_breaks)
+    cli.add_command(list_breaks)  # `train` is added by _Group on first use
     cli.add_command(pack)
     cli.add_command(doctor)
     cli.add_command(triage)
