@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -223,6 +225,110 @@ def test_kit_leaves_out_the_answers(tmp_path):
     refused = CliRunner().invoke(cli, ["kit", "--out", str(kit)])
     assert refused.exit_code == 1 and "not empty" in refused.output
 
+    # The kit's own test suite must not need the answers: no test file imports solutions or
+    # names a path in it, and the suite collects without it (quick start: `pytest -q`).
+    assert kit_test_files_using_solutions(kit) == []
+    collect = subprocess.run([sys.executable, "-m", "pytest", "-q", "--collect-only", "-p", "no:cacheprovider"],
+                             cwd=kit, env={**os.environ, "PYTHONPATH": str(kit)}, capture_output=True, text=True,
+                             timeout=300)
+    assert collect.returncode == 0, collect.stdout[-3000:] + collect.stderr[-3000:]
+    assert "tests/test_submit.py::" in collect.stdout
+    assert re.fullmatch(r"\d+ tests collected in [\d.]+s", collect.stdout.strip().splitlines()[-1]), collect.stdout[-500:]
+
+
+# Kit test files that name solutions/ and cope with its absence, and how.
+READS_SOLUTIONS_IF_PRESENT = {
+    "tests/test_mystery.py": "compares reveal's output with the write-up only when the file exists, "
+                             "else with the break's docstring (breaklab/mystery.py does the same)",
+}
+
+
+def kit_test_files_using_solutions(kit: Path) -> list[str]:
+    """The kit's test files that import the solutions package or name a path under solutions/
+    (docstrings and comments aside), less the ones known to cope with its absence."""
+    import ast
+
+    found = []
+    for path in sorted((kit / "tests").rglob("*.py")):
+        rel = path.relative_to(kit).as_posix()
+        for node in ast.walk(ast.parse(path.read_text(), rel)):
+            imported = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                        else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            named = (isinstance(node, ast.Constant) and isinstance(node.value, str)
+                     and node.value.strip("/").split("/")[0] == "solutions")
+            if named or any(m.split(".")[0] == "solutions" for m in imported):
+                found.append(f"{rel}:{node.lineno}")
+    return [f for f in found if f.split(":")[0] not in READS_SOLUTIONS_IF_PRESENT]
+
+
+def test_the_solutions_check_sees_imports_and_paths(tmp_path):
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_a.py").write_text('"""Needs no solutions/."""\nimport os\n')
+    (tmp_path / "tests" / "test_b.py").write_text("def f():\n    from solutions import writeup\n")
+    (tmp_path / "tests" / "test_c.py").write_text("from pathlib import Path\nP = Path('x') / 'solutions' / 'a'\n")
+    (tmp_path / "tests" / "helper.py").write_text("import solutions.measure\n")
+    assert kit_test_files_using_solutions(tmp_path) == ["tests/helper.py:1", "tests/test_b.py:2",
+                                                        "tests/test_c.py:2"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The command's errors and a course repository that does not hold the submission's commit
+# ---------------------------------------------------------------------------------------------
+
+def _one_line_usage_error(result, *needles):
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    error = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(error) == 1 and all(n in error[0] for n in needles), result.output
+
+
+def test_grade_refuses_a_repo_that_is_missing_or_not_a_git_repository(tmp_path):
+    from breaklab.cli import cli
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "a.tgz").write_bytes(b"not graded: the command stops before")
+    grade = lambda *a: CliRunner().invoke(cli, ["grade", str(inbox), "--out", str(tmp_path / "out"), *a])
+    _one_line_usage_error(grade("--repo", str(tmp_path / "nonexist")), "--repo", "does not exist")
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    _one_line_usage_error(grade("--repo", str(plain)), f"--repo {plain} is not a git repository")
+    _one_line_usage_error(grade("--repo", str(fx.ROOT / "grader")), "inside the git repository", str(fx.ROOT))
+    assert not (tmp_path / "out").exists()
+
+
+def test_grade_refuses_a_mistyped_submissions_path(tmp_path):
+    from breaklab.cli import cli
+
+    result = CliRunner().invoke(cli, ["grade", str(tmp_path / "inbx"), "--out", str(tmp_path / "out"),
+                                      "--repo", str(fx.ROOT)])
+    _one_line_usage_error(result, "inbx", "does not exist")
+    assert not (tmp_path / "out").exists()
+
+
+def test_base_commit_missing_from_the_repo_is_an_error_to_review(tmp_path):
+    """Graded against another repository, a real submission is not scored: one error that names
+    the fix, for review, and nothing is re-run."""
+    from grader.grade import Grader
+
+    other = tmp_path / "other"
+    other.mkdir()
+    git = lambda *a: subprocess.run(["git", *a], cwd=other, check=True, capture_output=True)
+    git("init", "-q")
+    (other / "x.txt").write_text("another repository\n")
+    git("add", "x.txt")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false", "commit", "-q", "-m", "x")
+    sub = fx.submissions()["huge_lr"]
+    base = intake.open_submission(sub, tmp_path / "peek").manifest["base_commit"]
+    grader = Grader(repo=other, out=tmp_path / "out", plots=False, keep_work=True)
+    g = grader.grade_all([sub])[0]
+    assert g["status"] == "error" and g["score"] == 0
+    assert g["reason"] == (f"base commit {base[:12]} is not in --repo {other.resolve()}: "
+                           "grade against the repository the students cloned")
+    assert g["needs_review"] == [f"error: {g['reason']}"]
+    assert not (tmp_path / "out" / ".work" / "runs").exists()
+
 
 # ---------------------------------------------------------------------------------------------
 # Single rules, on small inputs
@@ -302,6 +408,10 @@ def test_patch_scope_rules():
     forbidden = scope_criterion(tests, *allowed, {}, {})
     assert forbidden.points == 0 and forbidden.review and "tests/test_breaks.py" in forbidden.reason
     assert size_criterion(inside, 6).points == 2 and size_criterion(parse_patch(b""), 6).points == 0
+    unread = scope_criterion(inside, *allowed, None, None, unread="commit abc is not in the repository")
+    assert unread.points == 0 and unread.review and "not judged" in unread.reason
+    assert "abc is not in the repository" in unread.reason and "outside" not in unread.reason
+    assert scope_criterion(tests, *allowed, None, None).points == 0  # needs no source to refuse
     assert patch_problems(patch("../evil.py", "a", "b"))
     assert patch_problems(patch(".git/config", "a", "b"))
     link = b"diff --git a/x b/x\nnew file mode 120000\n--- /dev/null\n+++ b/x\n@@ -0,0 +1 @@\n+/etc/passwd\n"
