@@ -177,7 +177,7 @@ def train(cfg: Config) -> dict[str, Any]:
 
     epochs_run = 0
     for epoch in range(start_epoch, cfg.epochs):
-        seen, correct, losses = 0, torch.zeros((), device=cfg.device), []
+        seen, losses, predictions, labels = 0, [], [], []
         batches = minibatches(n_train, cfg.batch_size, cfg.seed, epoch)
         for i, idx in enumerate(logger.progress(batches, total=per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}")):
             if i == per_epoch:
@@ -209,16 +209,18 @@ def train(cfg: Config) -> dict[str, Any]:
             logger.log_step({"type": "step", "step": step, "epoch": epoch, "batch_size": len(idx),
                              "lr": lr, **record})
             losses.append(record["loss"])
-            correct += (outputs.argmax(dim=1) == y).sum()
+            predictions.append(outputs.argmax(dim=1))  # compared with the labels once, at the epoch's end
+            labels.append(y)
             seen += len(idx)
             step += 1
 
         # --- End of epoch: evaluate, log, checkpoint ------------------------------------------
         test = evaluate(model, data.x_test, data.y_test)
         train_loss = None if None in losses else sum(losses) / len(losses)
+        correct = (torch.cat(predictions) == torch.cat(labels)).sum().item()
         logger.log_epoch(finite_or_none({
             "type": "epoch", "epoch": epoch, "step": step, "train_loss": train_loss,
-            "train_acc": correct.item() / seen, "test_loss": test["loss"], "test_acc": test["acc"]}))
+            "train_acc": correct / seen, "test_loss": test["loss"], "test_acc": test["acc"]}))
         checkpoint_sha = save_checkpoint(out / "checkpoint.pt", {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),

@@ -14,8 +14,12 @@ from typing import Any, Iterable, Iterator
 from breaklab import METRICS_SCHEMA_VERSION
 
 
+# One encoder for every line: json.dumps with options builds a new one per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
 def dumps(record: dict[str, Any]) -> str:
-    return json.dumps(record, separators=(",", ":"), allow_nan=False)
+    return _ENCODER.encode(record)
 
 
 class MetricLogger:
