@@ -64,7 +64,7 @@ class Config:
                      choices=("sample", "mnist"))
     data_dir: str | None = _opt(None, "With --data mnist: torchvision's root (files in DIR/MNIST/raw).")
     download: bool = _opt(False, "With --data mnist: download MNIST if missing (needs a network).")
-    out: str = _opt("runs/latest", "Folder for metrics.jsonl, checkpoint.pt, meta.json, summary.json.")
+    out: str = _opt("runs/latest", "Folder for metrics.jsonl, checkpoint.pt, meta.json, summary.json, report.png.")
     resume: str | None = _opt(None, "Continue the run saved in this checkpoint.pt (same config, same bits).")
     stop_after: int | None = _opt(None, "Stop after this many epochs of this invocation (resume later).")
     quiet: bool = _opt(False, "No progress bar and no summary.")
@@ -175,7 +175,7 @@ def train(cfg: Config) -> dict[str, Any]:
     # A step the GradScaler skips (inf gradients) makes the scheduler warn; that is expected.
     warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)`")
 
-    epochs_run = 0
+    epochs_run, t_loop = 0, time.perf_counter()
     for epoch in range(start_epoch, cfg.epochs):
         seen, losses, predictions, labels = 0, [], [], []
         batches = minibatches(n_train, cfg.batch_size, cfg.seed, epoch)
@@ -232,6 +232,7 @@ def train(cfg: Config) -> dict[str, Any]:
         if cfg.stop_after is not None and epochs_run >= cfg.stop_after:
             break
     logger.close()
+    loop_seconds = time.perf_counter() - t_loop
 
     from breaklab.symptoms import summarize
     summary = summarize(read_metrics(out / "metrics.jsonl"))
@@ -242,7 +243,8 @@ def train(cfg: Config) -> dict[str, Any]:
         {**meta, "status": status, "checkpoint_sha256": checkpoint_sha}, indent=2) + "\n")
     from breaklab.plots import write_report
     write_report(out)  # report.png: the run's curves on one page, the symptom's first step marked
-    summary["seconds"] = time.perf_counter() - t_start  # printed, never written: not reproducible
+    # Timings are printed, never written: they are not reproducible.
+    summary["seconds"], summary["total_seconds"] = loop_seconds, time.perf_counter() - t_start
     return summary
 
 
@@ -261,7 +263,7 @@ def _meta(cfg: Config, amp: bool, dataset: dict[str, Any]) -> dict[str, Any]:
         "metrics_schema": METRICS_SCHEMA_VERSION,
         "seed": cfg.seed,
         "break": cfg.break_name,
-        "amp": amp,
+        "amp": "hidden" if cfg.break_name == MYSTERY else amp,  # AMP on would give a mystery away
         "config": asdict(cfg),
         "git": git_commit(),
         "env": environment_info(cfg.device, cfg.threads),
@@ -332,14 +334,15 @@ def build_command():
     def command(ctx, **kwargs):
         """Train the MLP on MNIST with one break switched on (or none).
 
-        Writes metrics.jsonl, checkpoint.pt (+ .sha256), meta.json and summary.json into --out.
+        Writes metrics.jsonl, checkpoint.pt (+ .sha256), meta.json, summary.json and report.png
+        into --out.
         """
         cfg = Config(**kwargs)
         explicit = {k for k in kwargs
                     if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
         run_from_cli(cfg, explicit)
 
-    for f in reversed(fields(Config)):
+    for f in fields(Config):  # an option added to a built command goes last: keep Config's order
         command = make_option(f)(command)
     return command
 

@@ -161,7 +161,9 @@ def format_summary(summary: dict[str, Any], out: str, what: str | None = None) -
     if what:
         lines.append(f"ran:      {what}")
     lines.append(f"trained:  {summary.get('epochs_done', '?')}/{summary.get('epochs_total', '?')} epochs, "
-                 f"{summary['steps']} steps" + (f" in {summary['seconds']:.1f} s" if "seconds" in summary else ""))
+                 f"{summary['steps']} steps" + (f" in {summary['seconds']:.1f} s" if "seconds" in summary else "")
+                 + (f" ({summary['total_seconds']:.1f} s with data, checkpoints and figure)"
+                    if "total_seconds" in summary else ""))
     lines.append(f"loss:     {_fmt(summary['initial_loss'])} at step 0 -> {_fmt(summary['final_loss'])} at the last step")
     lines.append(f"test:     accuracy {_fmt(summary['test_acc'], '.3f')}, loss {_fmt(summary['test_loss'])}")
     if summary["symptoms"]:
