@@ -32,7 +32,8 @@ os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from breaklab.atomic import atomic_write_bytes, atomic_write_text, sha256_bytes, sha256_file  # noqa: E402,F401
+from breaklab.atomic import (atomic_write_bytes, atomic_write_text, sha256_bytes,  # noqa: E402,F401
+                             sha256_file, write_with_sha256)
 
 ROOT = Path(__file__).resolve().parent
 SAMPLE_DIR = ROOT / "data" / "sample"
@@ -305,18 +306,7 @@ def save_checkpoint(path: Path | str, state: dict[str, Any]) -> str:
     path = Path(path)
     buf = io.BytesIO()
     torch.save(_canonical(state), buf)
-    data = buf.getvalue()
-    digest = sha256_bytes(data)
-    sha_path = path.with_name(path.name + ".sha256")
-    # The old .sha256 goes first and the new one comes last: an interrupt between the two
-    # writes leaves a checkpoint without a .sha256, never one beside the wrong .sha256.
-    try:
-        os.unlink(sha_path)
-    except FileNotFoundError:
-        pass
-    atomic_write_bytes(path, data)
-    atomic_write_text(sha_path, f"{digest}  {path.name}\n")
-    return digest
+    return write_with_sha256(path, buf.getvalue())
 
 
 def load_checkpoint(path: Path | str) -> dict[str, Any]:

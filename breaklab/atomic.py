@@ -45,3 +45,20 @@ def sha256_file(path: Path | str) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def write_with_sha256(path: Path | str, data: bytes) -> str:
+    """Write `data` and `PATH.sha256` (in `sha256sum -c` format) atomically; return the digest.
+
+    The old `.sha256` goes first and the new one comes last: an interrupt between the two writes
+    leaves a file without a `.sha256`, never one beside the wrong `.sha256`."""
+    path = Path(path)
+    digest = sha256_bytes(data)
+    sha_path = path.with_name(path.name + ".sha256")
+    try:
+        os.unlink(sha_path)
+    except FileNotFoundError:
+        pass
+    atomic_write_bytes(path, data)
+    atomic_write_text(sha_path, f"{digest}  {path.name}\n")
+    return digest

@@ -108,18 +108,24 @@ def chance_accuracy(ep: list[dict], below: float = 0.2) -> str | None:
     return None
 
 
-def scattered_zero_grads(st: list[dict], threshold: float = 0.025) -> str | None:
-    """Exact zeros outside whole dead units: float16 underflow, not dead ReLUs."""
-    tail = st[-10:]
+def scattered_zero_frac(st: list[dict], window: int = 10) -> float | None:
+    """Mean fraction of first-layer weight-gradient entries that are exactly zero outside whole
+    dead rows, over the last `window` steps (None when the metrics lack it)."""
     vals = []
-    for r in tail:
+    for r in st[-window:]:
         z = (r.get("zero_grad_frac_by_layer") or {}).get("fc1.weight")
         if z is None or r.get("dead_unit_frac") is None:
             return None
         vals.append(z - r["dead_unit_frac"])
-    if vals and sum(vals) / len(vals) > threshold:
-        return (f"{100 * sum(vals) / len(vals):.1f}% of first-layer gradient entries are exactly zero "
-                f"outside dead units in the last {len(vals)} steps: scattered underflow")
+    return sum(vals) / len(vals) if vals else None
+
+
+def scattered_zero_grads(st: list[dict], threshold: float = 0.025) -> str | None:
+    """Exact zeros outside whole dead units: float16 underflow, not dead ReLUs."""
+    frac = scattered_zero_frac(st)
+    if frac is not None and frac > threshold:
+        return (f"{100 * frac:.1f}% of first-layer gradient entries are exactly zero "
+                f"outside dead units in the last {min(10, len(st))} steps: scattered underflow")
     return None
 
 

@@ -3,14 +3,12 @@ timestamp. The same inputs always give the same bytes, so a SHA-256 identifies a
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
-import os
 import tarfile
 from pathlib import Path
 from typing import Mapping
 
-from breaklab.atomic import atomic_write_bytes, atomic_write_text
+from breaklab.atomic import write_with_sha256
 
 
 def _info(name: str, size: int, mode: int) -> tarfile.TarInfo:
@@ -40,17 +38,7 @@ def write_tarball(path: Path | str, members: Mapping[str, bytes], top: str) -> s
 
     The old `.sha256` goes first and the new one comes last, so at every moment a `.sha256`
     that exists matches the tarball beside it."""
-    path = Path(path)
-    sha_path = path.with_name(path.name + ".sha256")
-    data = tarball_bytes(members, top)
-    digest = hashlib.sha256(data).hexdigest()
-    try:
-        os.unlink(sha_path)
-    except FileNotFoundError:
-        pass
-    atomic_write_bytes(path, data)
-    atomic_write_text(sha_path, f"{digest}  {path.name}\n")
-    return digest
+    return write_with_sha256(path, tarball_bytes(members, top))
 
 
 def read_folder(folder: Path, names: list[str]) -> dict[str, bytes]:

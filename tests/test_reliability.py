@@ -132,18 +132,19 @@ def test_interrupted_then_resumed_run_matches_uninterrupted(reference, tmp_path,
 
 def test_interrupt_between_checkpoint_and_its_sha256_leaves_no_mismatch(tmp_path, monkeypatch):
     """The narrowest window (after the new checkpoint, before its .sha256) hit on purpose."""
+    import breaklab.atomic
     import canonical_setup
 
     path = tmp_path / "checkpoint.pt"
     canonical_setup.save_checkpoint(path, {"model": {}, "config": {}, "epoch": 1})
-    real_write = canonical_setup.atomic_write_text
+    real_write = breaklab.atomic.atomic_write_text
 
     def interrupted(target, text):
         if str(target).endswith(".sha256"):
             raise KeyboardInterrupt
         real_write(target, text)
 
-    monkeypatch.setattr(canonical_setup, "atomic_write_text", interrupted)
+    monkeypatch.setattr(breaklab.atomic, "atomic_write_text", interrupted)
     with pytest.raises(KeyboardInterrupt):
         canonical_setup.save_checkpoint(path, {"model": {}, "config": {}, "epoch": 2})
     monkeypatch.undo()
