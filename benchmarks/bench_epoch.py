@@ -90,42 +90,16 @@ def trainer_epoch(root: Path, out: Path, threads: int, whole: list[float], steps
     return TimedLogger.loop_seconds[-1]
 
 
-def bare_epoch(x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int, steps: list[float],
-               cpu: list[float]) -> float:
+def _timed_sgd_epoch(batches, seed: int, steps: list[float], cpu: list[float]) -> float:
+    """The plain pytorch/examples step over (inputs, labels) batches: the loop both baselines
+    share, so they differ only in where their batches come from."""
     torch.manual_seed(seed)
     model = trainer.MLP()
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     t0 = last = time.perf_counter()
     c0 = time.thread_time()
-    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
-    for idx in order.split(batch_size):
-        opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x[idx]), y[idx])
-        loss.backward()
-        opt.step()
-        now = time.perf_counter()
-        steps.append(now - last)
-        last = now
-    cpu.append(time.thread_time() - c0)
-    return time.perf_counter() - t0
-
-
-def dataloader_epoch(root: Path, batch_size: int, seed: int, steps: list[float], cpu: list[float]) -> float:
-    from torch.utils.data import DataLoader
-    from torchvision import datasets, transforms
-
-    torch.manual_seed(seed)
-    model = trainer.MLP()
-    model.train()
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MNIST_MEAN,), (MNIST_STD,))])
-    ds = datasets.MNIST(str(root), train=True, download=False, transform=transform)
-    loader = DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=0,
-                        generator=torch.Generator().manual_seed(seed))
-    t0 = last = time.perf_counter()
-    c0 = time.thread_time()
-    for data, target in loader:
+    for data, target in batches:
         opt.zero_grad(set_to_none=True)
         loss = F.cross_entropy(model(data.flatten(1)), target)
         loss.backward()
@@ -135,6 +109,25 @@ def dataloader_epoch(root: Path, batch_size: int, seed: int, steps: list[float],
         last = now
     cpu.append(time.thread_time() - c0)
     return time.perf_counter() - t0
+
+
+def bare_epoch(x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int, steps: list[float],
+               cpu: list[float]) -> float:
+    """(a) in-memory tensors indexed by a seeded permutation."""
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+    return _timed_sgd_epoch(((x[idx], y[idx]) for idx in order.split(batch_size)), seed, steps, cpu)
+
+
+def dataloader_epoch(root: Path, batch_size: int, seed: int, steps: list[float], cpu: list[float]) -> float:
+    """(b) a DataLoader over torchvision's MNIST with ToTensor + Normalize per sample."""
+    from torch.utils.data import DataLoader
+    from torchvision import datasets, transforms
+
+    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MNIST_MEAN,), (MNIST_STD,))])
+    ds = datasets.MNIST(str(root), train=True, download=False, transform=transform)
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=0,
+                        generator=torch.Generator().manual_seed(seed))
+    return _timed_sgd_epoch(loader, seed, steps, cpu)
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from breaklab import symptoms
-from breaklab.metric_log import read_metrics
+from breaklab.metric_log import parse_metrics
 
 LN10 = math.log(10)
 
@@ -220,15 +220,10 @@ def validate_records(records: list[dict[str, Any]], where: str) -> None:
 
 def _parse_metrics(text: str, where: str, warnings: list[str]) -> list[dict[str, Any]]:
     """read_metrics' rules (a cut-off last line is dropped with a warning) on text in memory."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as d:
-        p = Path(d) / "metrics.jsonl"
-        p.write_text(text, encoding="utf-8")
-        try:
-            return read_metrics(p, warn=lambda m: warnings.append(m.replace(str(p), where + "/metrics.jsonl")))
-        except ValueError as e:
-            raise RunReadError(str(e).replace(str(p), where + "/metrics.jsonl")) from None
+    try:
+        return parse_metrics(text, where + "/metrics.jsonl", warn=warnings.append)
+    except ValueError as e:
+        raise RunReadError(str(e)) from None
 
 
 # ============================================================================

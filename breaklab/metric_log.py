@@ -73,7 +73,12 @@ def read_metrics(path: Path | str, *, warn=None) -> list[dict[str, Any]]:
     """Read metrics.jsonl. A cut-off last line (an interrupted run) is dropped with a warning;
     a bad line elsewhere is an error that names the file and the line."""
     path = Path(path)
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    return parse_metrics(path.read_text(encoding="utf-8", errors="replace"), str(path), warn=warn)
+
+
+def parse_metrics(text: str, where: str, *, warn=None) -> list[dict[str, Any]]:
+    """read_metrics' rules on text already in memory; `where` names it in messages."""
+    lines = text.splitlines()
     records = []
     for i, line in enumerate(lines, 1):
         if not line.strip():
@@ -85,8 +90,8 @@ def read_metrics(path: Path | str, *, warn=None) -> list[dict[str, Any]]:
         except (ValueError, RecursionError) as e:  # RecursionError: absurdly deep nesting
             if i == len(lines):
                 if warn:
-                    warn(f"{path}: line {i} is cut off or malformed; using the {len(records)} good records before it")
+                    warn(f"{where}: line {i} is cut off or malformed; using the {len(records)} good records before it")
                 break
-            raise ValueError(f"{path}: line {i} is not a valid metrics record ({e})") from None
+            raise ValueError(f"{where}: line {i} is not a valid metrics record ({e})") from None
         records.append(rec)
     return records

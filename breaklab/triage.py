@@ -249,10 +249,8 @@ class Triage:
             cause = "unknown"
         else:
             means = "inputs are finite and normalised and the loss sees each input's own label: rules out data and target"
-        r = StepResult(2, "data and label sanity",
-                       "checked every training input and label, and the labels the loop passes to the loss", saw, means)
-        r.cause = cause
-        return r
+        return StepResult(2, "data and label sanity",
+                       "checked every training input and label, and the labels the loop passes to the loss", saw, means, cause=cause)
 
     # -- 3 -------------------------------------------------------------------------------
     def loss_by_hand(self) -> StepResult:
@@ -285,10 +283,8 @@ class Triage:
             cause = "double_softmax"
         else:
             means, cause = "the code's loss differs from cross-entropy by hand: rules in the objective", "unknown"
-        r = StepResult(3, "the loss by hand", f"one batch of {bs} through a fresh model; the code's loss vs "
-                       f"cross-entropy computed by hand from the logits", saw, means)
-        r.cause = cause
-        return r
+        return StepResult(3, "the loss by hand", f"one batch of {bs} through a fresh model; the code's loss vs "
+                       f"cross-entropy computed by hand from the logits", saw, means, cause=cause)
 
     # -- 4 -------------------------------------------------------------------------------
     def gradients_and_updates(self) -> StepResult:
@@ -335,10 +331,8 @@ class Triage:
             if r2["update"] > 0.05 * r2["weights"]:
                 means += ("; but one step moves the weights by more than 5% of their norm: rules in the "
                           "learning rate (step 5 measures it)")
-        r = StepResult(4, "gradients and parameter updates", "two training steps on one batch; the gradient "
-                       "of step 2 compared with a fresh backward pass", saw, means)
-        r.cause = cause
-        return r
+        return StepResult(4, "gradients and parameter updates", "two training steps on one batch; the gradient "
+                       "of step 2 compared with a fresh backward pass", saw, means, cause=cause)
 
     # -- 5 -------------------------------------------------------------------------------
     def learning_rate_sweep(self) -> StepResult:
@@ -385,10 +379,8 @@ class Triage:
             means = "the requested learning rate learns and is the expected size: rules out the learning rate"
         else:
             means = f"no learning rate in the sweep learns well (requested: {at[1.0]}): rules in the optimization step"
-        r = StepResult(5, "learning-rate sweep", f"{steps} steps at 5 learning rates over four orders of "
-                       f"magnitude (requested lr x 1e-3 .. x 10), fresh model each", saw, means)
-        r.cause = cause
-        return r
+        return StepResult(5, "learning-rate sweep", f"{steps} steps at 5 learning rates over four orders of "
+                       f"magnitude (requested lr x 1e-3 .. x 10), fresh model each", saw, means, cause=cause)
 
     # -- 6 -------------------------------------------------------------------------------
     def float32_instead_of_amp(self) -> StepResult:
@@ -422,10 +414,8 @@ class Triage:
             means, cause = "float16 underflows despite loss scaling: rules in numerics", "unknown"
         else:
             means = "float16 with the code's loss scale keeps the gradients: rules out underflow"
-        r = StepResult(6, "float32 instead of AMP", "one batch's gradient in the code's float16 (with its loss "
-                       "scale) and in float32", saw, means)
-        r.cause = cause
-        return r
+        return StepResult(6, "float32 instead of AMP", "one batch's gradient in the code's float16 (with its loss "
+                       "scale) and in float32", saw, means, cause=cause)
 
     # -- 7 -------------------------------------------------------------------------------
     def layer_statistics(self) -> StepResult:
@@ -474,10 +464,8 @@ class Triage:
             cause = "eval_mode"
         else:
             means = "training steps run in train mode: rules out train/eval mode"
-        r = StepResult(8, "train/eval mode", "the model's mode inside the training step, and BatchNorm's "
-                       "running statistics after one step", saw, means)
-        r.cause = cause
-        return r
+        return StepResult(8, "train/eval mode", "the model's mode inside the training step, and BatchNorm's "
+                       "running statistics after one step", saw, means, cause=cause)
 
     STEPS = ["overfit_one_batch", "data_and_labels", "loss_by_hand", "gradients_and_updates",
              "learning_rate_sweep", "float32_instead_of_amp", "layer_statistics", "train_eval_mode"]
