@@ -25,11 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from breaks import BREAK_NAMES, MYSTERY, UnknownBreak, get_break
+from breaklab.breaks import BREAK_NAMES, MYSTERY, UnknownBreak, get_break
 from breaklab import METRICS_SCHEMA_VERSION, __version__
 from breaklab.diagnostics import StepDiagnostics, finite_or_none
 from breaklab.metric_log import MetricLogger, read_metrics
-from canonical_setup import (SetupError, atomic_write_text, configure_determinism,
+from breaklab.canonical_setup import (SetupError, atomic_write_text, configure_determinism,
                              environment_info, git_commit, load_checkpoint, load_dataset,
                              minibatches, rng_state, save_checkpoint, seed_everything,
                              set_rng_state, steps_per_epoch)

@@ -43,7 +43,7 @@ def attribute_phases() -> None:
     """Child mode: one trainer run like demo_run.sh's, with the trainer's phases timed."""
     sys.path.insert(0, str(ROOT))
     t_start = time.perf_counter()
-    import trainer  # noqa: imports torch
+    from breaklab import trainer  # noqa: imports torch
     import breaklab.plots
     from breaklab.diagnostics import StepDiagnostics
 
@@ -74,7 +74,7 @@ def attribute_phases() -> None:
         total = time.perf_counter() - t0
     named = sum(phases.values())
     phases["training steps, summary, files (the rest of train())"] = total - named
-    phases["import trainer (torch, click, breaklab)"] = t_imported - t_start
+    phases["import breaklab.trainer (torch, click, breaklab)"] = t_imported - t_start
     print(json.dumps(dict(phases)))
 
 

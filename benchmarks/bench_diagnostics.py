@@ -28,10 +28,10 @@ from _common import ROOT, median, table
 import torch
 import torch.nn.functional as F
 
-import trainer
+from breaklab import trainer
 from breaklab.diagnostics import StepDiagnostics
 from breaklab.metric_log import dumps
-from canonical_setup import configure_determinism, load_dataset, minibatches, seed_everything
+from breaklab.canonical_setup import configure_determinism, load_dataset, minibatches, seed_everything
 
 
 def load_diagnostics_at(commit: str):

@@ -28,10 +28,10 @@ from _common import interleaved, median, mnist_root, table, temp_workdir
 import torch
 import torch.nn.functional as F
 
-import trainer
+from breaklab import trainer
 from breaklab.diagnostics import StepDiagnostics
 from breaklab.metric_log import MetricLogger
-from canonical_setup import MNIST_MEAN, MNIST_STD, configure_determinism, load_dataset
+from breaklab.canonical_setup import MNIST_MEAN, MNIST_STD, configure_determinism, load_dataset
 
 
 class TimedLogger(MetricLogger):

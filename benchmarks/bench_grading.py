@@ -26,7 +26,7 @@ DEFAULT_BREAKS = ["huge_lr", "loss_sum", "label_permute", "double_softmax"]
 
 def make_submission(work: Path, break_name: str, seed: int, epochs: int) -> Path:
     from breaklab.submission import SubmitOptions, build_submission
-    from solutions import fix_patch, writeup
+    from breaklab.solutions import fix_patch, writeup
 
     tree = work / "students" / break_name
     subprocess.run(["git", "clone", "-q", str(work / "course"), str(tree)], check=True)
@@ -45,7 +45,7 @@ def main() -> None:
     ap.add_argument("--breaks", nargs="+", default=DEFAULT_BREAKS)
     ap.add_argument("--epochs", type=int, default=1)
     args = ap.parse_args()
-    from grader.grade import Grader
+    from breaklab.grader.grade import Grader
 
     work = Path(tempfile.mkdtemp(prefix="breaklab-bench-grading-"))
     try:

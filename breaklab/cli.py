@@ -7,7 +7,7 @@ from breaklab import __version__
 
 
 class _Group(click.Group):
-    """`train` is built from trainer.py's Config, and trainer.py imports torch (2 s): it is
+    """`train` is built from breaklab.trainer.py's Config, and trainer.py imports torch (2 s): it is
     loaded only when asked for, so that pack, doctor, compare... start without torch."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -15,7 +15,7 @@ class _Group(click.Group):
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name == "train" and name not in self.commands:
-            from trainer import build_command
+            from breaklab.trainer import build_command
 
             self.add_command(build_command(), "train")
         return super().get_command(ctx, name)

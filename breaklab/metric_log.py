@@ -28,7 +28,7 @@ class MetricLogger:
         if keep_lines:  # a resumed run: the records the checkpoint already covers
             # Rewritten atomically, then appended to: a resumed run interrupted at any moment
             # still leaves those records in place for the next --resume.
-            from canonical_setup import atomic_write_text
+            from breaklab.canonical_setup import atomic_write_text
 
             atomic_write_text(path, "".join(line if line.endswith("\n") else line + "\n"
                                             for line in keep_lines))

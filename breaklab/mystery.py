@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from breaks import BREAK_NAMES, MYSTERY, REGISTRY, mystery_choice
+from breaklab.breaks import BREAK_NAMES, MYSTERY, REGISTRY, mystery_choice
 
 ROOT = Path(__file__).resolve().parent.parent
 # Accepted spellings of "there is no bug".

@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from canonical_setup import atomic_write_bytes
+from breaklab.canonical_setup import atomic_write_bytes
 
 LAYERS = ["fc1.weight", "fc1.bias", "bn1.weight", "bn1.bias", "fc2.weight", "fc2.bias"]
 SYMPTOM_COLOR = "#d62728"

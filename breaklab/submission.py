@@ -144,10 +144,10 @@ def default_name(break_name: str, seed: int, student: str | None) -> str:
 def build_submission(opts: SubmitOptions, progress: Callable[[str], None] = lambda s: None,
                      warn: Callable[[str], None] = lambda s: None) -> tuple[Path, str]:
     """Make both runs, pack the submission, write it and its .sha256; return (path, SHA-256)."""
-    from breaks import BREAK_NAMES
-    from grader import gitrepo
-    from grader.intake import STUDENT
-    from grader.runs import RunSpec, train
+    from breaklab.breaks import BREAK_NAMES
+    from breaklab.grader import gitrepo
+    from breaklab.grader.intake import STUDENT
+    from breaklab.grader.runs import RunSpec, train
     from breaklab.tarballs import write_tarball
 
     if opts.break_name not in BREAK_NAMES:
@@ -229,7 +229,7 @@ def commands_text(spec, base: str) -> str:
 
 
 def _read_evidence(paths) -> dict[str, bytes]:
-    from grader.intake import SAFE_PART
+    from breaklab.grader.intake import SAFE_PART
 
     out: dict[str, bytes] = {}
     for p in paths:
@@ -256,7 +256,7 @@ def _require_ok(run, label: str) -> None:
 
 
 def _patch_stat(patch: bytes) -> str:
-    from grader.gitrepo import parse_patch
+    from breaklab.grader.gitrepo import parse_patch
 
     files = parse_patch(patch)
     lines = sum(f.changed_lines for f in files)

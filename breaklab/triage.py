@@ -92,8 +92,8 @@ class CodeUnderTest:
 
     def __init__(self, setup: TriageSetup, brk, *, lr: float | None = None, dropout: float | None = None,
                  weight_decay: float | None = None):
-        from canonical_setup import seed_everything
-        from trainer import MLP
+        from breaklab.canonical_setup import seed_everything
+        from breaklab.trainer import MLP
 
         seed_everything(setup.seed)
         self.brk = brk
@@ -157,8 +157,8 @@ def _fmt_loss(v: float) -> str:
 
 class Triage:
     def __init__(self, setup: TriageSetup, out_dir: Path | None = None, echo: Callable[[str], None] = print):
-        from breaks import get_break
-        from canonical_setup import configure_determinism, load_dataset, minibatches
+        from breaklab.breaks import get_break
+        from breaklab.canonical_setup import configure_determinism, load_dataset, minibatches
 
         self.setup = setup
         self.out_dir = out_dir
@@ -518,7 +518,7 @@ def _label_grid(path: Path, x: torch.Tensor, y_true: torch.Tensor, y_used: torch
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from canonical_setup import atomic_write_bytes
+    from breaklab.canonical_setup import atomic_write_bytes
     import io
 
     fig = Figure(figsize=(8, 4.6), dpi=100)

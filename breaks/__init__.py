@@ -1,19 +1,19 @@
 """The registry of breaks: one module per bug, each overriding one hook of `breaks.base.Break`.
 
-    >>> from breaks import get_break
+    >>> from breaklab.breaks import get_break
     >>> get_break("huge_lr", seed=42).learning_rate(0.1)
     10.0
 """
 from __future__ import annotations
 
-from breaks.amp_no_scaling import AmpNoScaling
-from breaks.base import Break
-from breaks.double_softmax import DoubleSoftmax
-from breaks.eval_mode import EvalMode
-from breaks.huge_lr import HugeLR
-from breaks.label_permute import LabelPermute
-from breaks.loss_sum import LossSum
-from breaks.missing_zero_grad import MissingZeroGrad
+from breaklab.breaks.amp_no_scaling import AmpNoScaling
+from breaklab.breaks.base import Break
+from breaklab.breaks.double_softmax import DoubleSoftmax
+from breaklab.breaks.eval_mode import EvalMode
+from breaklab.breaks.huge_lr import HugeLR
+from breaklab.breaks.label_permute import LabelPermute
+from breaklab.breaks.loss_sum import LossSum
+from breaklab.breaks.missing_zero_grad import MissingZeroGrad
 
 REGISTRY: dict[str, type[Break]] = {
     cls.name: cls

@@ -5,7 +5,7 @@ to exactly zero (underflow) unless the loss is first multiplied by a large scale
 no NaN appears; the symptom is scattered exact-zero gradient entries (not whole dead units) that
 grow as the loss, and with it the gradients, get small, and slower late learning.
 """
-from breaks.base import Break
+from breaklab.breaks.base import Break
 
 
 class AmpNoScaling(Break):

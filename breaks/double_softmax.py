@@ -7,7 +7,7 @@ outputs that sum to 1.
 """
 import torch
 
-from breaks.base import Break
+from breaklab.breaks.base import Break
 
 
 class DoubleSoftmax(Break):

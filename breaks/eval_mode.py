@@ -8,7 +8,7 @@ and that ReLU units die that batch statistics would have kept alive.
 """
 import torch
 
-from breaks.base import Break
+from breaklab.breaks.base import Break
 
 
 class EvalMode(Break):

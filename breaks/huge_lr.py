@@ -4,7 +4,7 @@ A slipped exponent or a learning rate tuned for another optimizer. Each step ove
 loss rises instead of falling, the update is as large as the weights themselves, and ReLU units
 are knocked into the region where they never fire again (their gradient is exactly zero).
 """
-from breaks.base import Break
+from breaklab.breaks.base import Break
 
 
 class HugeLR(Break):

@@ -6,7 +6,7 @@ target, so nothing can be learned and test accuracy sits at chance (about 10%).
 """
 import torch
 
-from breaks.base import Break
+from breaklab.breaks.base import Break
 
 
 class LabelPermute(Break):

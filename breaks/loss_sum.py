@@ -7,7 +7,7 @@ the one you set.
 import torch
 import torch.nn.functional as F
 
-from breaks.base import Break
+from breaklab.breaks.base import Break
 
 
 class LossSum(Break):

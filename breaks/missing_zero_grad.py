@@ -5,7 +5,7 @@ sum of all the gradients so far: the gradient norm grows step after step and the
 """
 import torch
 
-from breaks.base import Break
+from breaklab.breaks.base import Break
 
 
 class MissingZeroGrad(Break):

@@ -24,10 +24,10 @@ from typing import Any, Callable
 
 from breaklab.metric_log import read_metrics
 from breaklab.submission import parse_symptom_block
-from grader import gitrepo, intake, rubric
-from grader.recovery import check_recovery
-from grader.runs import DEFAULT_TIMEOUT, RunResult, RunSpec, train
-from grader.sandbox import fs_isolation_available, isolation_notes, network_isolation_available
+from breaklab.grader import gitrepo, intake, rubric
+from breaklab.grader.recovery import check_recovery
+from breaklab.grader.runs import DEFAULT_TIMEOUT, RunResult, RunSpec, train
+from breaklab.grader.sandbox import fs_isolation_available, isolation_notes, network_isolation_available
 
 RESERVED = {".work", "grades.csv", "results.json"}
 
@@ -49,7 +49,7 @@ class Grader:
     _commits: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        from solutions import SOLUTIONS_DIR
+        from breaklab.solutions import SOLUTIONS_DIR
 
         self.repo = Path(self.repo).resolve()
         self.out = Path(self.out).resolve()
@@ -112,14 +112,14 @@ class Grader:
         except Exception as e:  # a bug or an unforeseen input: this submission only
             grade = failed(base_info, "error", f"internal error while grading ({type(e).__name__}: {e}); "
                            f"grade it by hand", detail=traceback.format_exc(limit=5))
-        from grader.report import write_submission_outputs
+        from breaklab.grader.report import write_submission_outputs
 
         write_submission_outputs(folder, grade, plots=self.plots, gradescope="gradescope" in self.formats)
         return grade
 
     def _grade(self, tarball: Path, sub_id: str, info: dict[str, Any]) -> dict[str, Any]:
-        from solutions import names as solution_names
-        from solutions import rubric as load_rubric
+        from breaklab.solutions import names as solution_names
+        from breaklab.solutions import rubric as load_rubric
 
         extract_to = self.work / sub_id / "submission"
         if extract_to.exists():
@@ -234,7 +234,7 @@ class Grader:
     # -- many submissions ----------------------------------------------------------------------
     def grade_all(self, tarballs: list[Path], jobs: int = 1, formats: tuple[str, ...] = ("json", "csv"),
                   on_done: Callable[[int, int, dict], None] = lambda i, n, g: None) -> list[dict[str, Any]]:
-        from grader.report import write_class_outputs
+        from breaklab.grader.report import write_class_outputs
 
         self.out.mkdir(parents=True, exist_ok=True)
         self.formats = tuple(formats)

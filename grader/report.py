@@ -9,8 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from canonical_setup import atomic_write_bytes, atomic_write_text
-from grader.rubric import WEIGHTS
+from breaklab.canonical_setup import atomic_write_bytes, atomic_write_text
+from breaklab.grader.rubric import WEIGHTS
 
 CSV_COLUMNS = ["submission", "student", "break", "seed", "status", "score",
                *WEIGHTS, "needs_review", "reason", "tarball_sha256", "sandbox_notes"]

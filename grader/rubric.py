@@ -6,7 +6,7 @@
     explanation     15   <= 500 words, four sections, the root cause named with the concepts
 
 The points of each criterion and the tolerances are documented in docs/GRADING.md; this module
-only turns measured facts (from grader.grade) into points, so each rule can be tested alone.
+only turns measured facts (from breaklab.grader.grade) into points, so each rule can be tested alone.
 """
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from breaklab.submission import MAX_WORDS, SECTIONS, prose, sections_present, word_count
-from grader.gitrepo import FileChange
-from grader.recovery import Recovery
+from breaklab.grader.gitrepo import FileChange
+from breaklab.grader.recovery import Recovery
 
 WEIGHTS = {"reproducibility": 35, "diagnostics": 30, "fix": 20, "explanation": 15}
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from grader.sandbox import SandboxResult, python, run_sandboxed
+from breaklab.grader.sandbox import SandboxResult, python, run_sandboxed
 
 # The files of a run that a submission carries (the checkpoint itself stays out: its SHA-256 is
 # enough to compare, and the grader never loads a submitted checkpoint).

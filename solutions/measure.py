@@ -19,10 +19,10 @@ from pathlib import Path
 from breaklab.metric_log import read_metrics
 from breaklab.symptoms import epochs as epoch_records
 from breaklab.symptoms import steps as step_records
-from grader import gitrepo
-from grader.recovery import SYMPTOM_CHECKS, fired_checks
-from grader.runs import RunSpec, train
-from solutions import fix_patch, names
+from breaklab.grader import gitrepo
+from breaklab.grader.recovery import SYMPTOM_CHECKS, fired_checks
+from breaklab.grader.runs import RunSpec, train
+from breaklab.solutions import fix_patch, names
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -32,7 +32,7 @@ class Run:
 @pytest.fixture(scope="session")
 def train_run(tmp_path_factory) -> Callable[..., Run]:
     """train_run(break_name="none", **config) -> Run, trained in-process once per configuration."""
-    from trainer import Config, train
+    from breaklab.trainer import Config, train
 
     cache: dict[tuple, Run] = {}
 

@@ -47,7 +47,7 @@ def build(name: str, break_name: str, patch: bytes | None = None, edit=None, rep
     """A submission made with `breaklab submit`'s code: the fix applied (patch, or edit(tree)),
     the report written, evidence from a quick look at the broken run."""
     from breaklab.submission import SubmitOptions, build_submission, parse_symptom_block
-    from solutions import writeup
+    from breaklab.solutions import writeup
 
     tree = student_clone(name)
     if patch is not None:
@@ -139,7 +139,7 @@ def _tamper_metrics(files):
 @lru_cache(maxsize=None)
 def submissions() -> dict[str, Path]:
     """Every submission the tests grade: the seven references and the bad variants."""
-    from solutions import fix_patch
+    from breaklab.solutions import fix_patch
 
     jobs = {b: (lambda b=b: build(f"ref_{b}", b, patch=fix_patch(b))) for b in BREAKS}
     jobs["wrong_fix"] = lambda: build("wrong_fix", "label_permute", edit=wrong_fix)
@@ -158,7 +158,7 @@ def submissions() -> dict[str, Path]:
 @lru_cache(maxsize=None)
 def graded() -> dict[str, dict]:
     """All of submissions() and hostile() graded in one grader call (2 jobs), keyed by name."""
-    from grader.grade import Grader
+    from breaklab.grader.grade import Grader
 
     subs = {**submissions(), **hostile()}
     out = workspace() / "graded"

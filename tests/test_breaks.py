@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from breaks import BREAK_NAMES, REGISTRY, get_break
+from breaklab.breaks import BREAK_NAMES, REGISTRY, get_break
 
 LN10 = math.log(10)
 

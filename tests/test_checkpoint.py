@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from canonical_setup import SetupError, load_checkpoint
+from breaklab.canonical_setup import SetupError, load_checkpoint
 
 
 @pytest.fixture(scope="module")

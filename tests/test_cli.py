@@ -24,7 +24,7 @@ def test_every_command_has_help(runner):
 
 
 def test_list_shows_every_break_with_category(runner):
-    from breaks import BREAK_NAMES, REGISTRY
+    from breaklab.breaks import BREAK_NAMES, REGISTRY
 
     result = runner.invoke(cli, ["list"])
     assert result.exit_code == 0

@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 
-import canonical_setup as cs
+from breaklab import canonical_setup as cs
 
 EXPECTED = {  # data/sample/SHA256SUMS, made by data/make_sample.py
     "t10k-images-idx3-ubyte.gz": "f8cbd79f2db37870d876942826b4ef9064643422dc5117ba4ab682bbc382d905",

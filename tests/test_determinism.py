@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import hashlib
 
-from trainer import Config, train
+from breaklab.trainer import Config, train
 
 
 def sha(path) -> str:

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from breaklab.cli import cli
 from breaklab.doctor import DETECTORS, RunReadError, diagnose, load_run
-from breaks import BREAK_NAMES
+from breaklab.breaks import BREAK_NAMES
 
 # Three seeds at the default batch size and learning rate (1 epoch), and two configurations that
 # change batch size, learning rate and epochs together.
@@ -36,7 +36,7 @@ def expected(variant: str) -> str:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[tuple[str, str], Path]:
     """Every variant under every configuration, trained once (figures off: not under test here)."""
-    from trainer import Config, train
+    from breaklab.trainer import Config, train
 
     out: dict[tuple[str, str], Path] = {}
     with pytest.MonkeyPatch.context() as mp:

@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from breaklab.doctor import RunReadError, diagnose, load_run
-from grader import intake
+from breaklab.grader import intake
 
 MARK = "FUZZ-ESCAPE-7d1c"  # every escaping name targets a path with this mark in it
 FUZZ = settings(max_examples=800, deadline=3000, suppress_health_check=[HealthCheck.too_slow],

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from grader import intake
-from grader.rubric import WEIGHTS
+from breaklab.grader import intake
+from breaklab.grader.rubric import WEIGHTS
 
 import submission_fixtures as fx
 
@@ -124,7 +124,7 @@ def test_nothing_is_written_outside_the_output_folder(grades):
 def test_sandbox_limits_time_and_scrubs_the_environment(tmp_path, monkeypatch):
     import time
 
-    from grader.sandbox import run_sandboxed
+    from breaklab.grader.sandbox import run_sandboxed
 
     monkeypatch.setenv("SECRET_TOKEN", "do-not-leak")
     res = run_sandboxed(["python3", "-c", "import os; print(sorted(os.environ)); print(os.getcwd())"],
@@ -167,7 +167,7 @@ def test_outputs_json_md_csv_and_gradescope(grades):
 
 
 def test_grade_md_shows_broken_and_fixed_plots_side_by_side(grades, tmp_path):
-    from grader.report import grade_markdown, make_plots
+    from breaklab.grader.report import grade_markdown, make_plots
 
     runs = Path(fx.workspace() / "graded" / ".work" / "runs")
     g = grades["huge_lr"]
@@ -264,7 +264,7 @@ def kit_test_files_using_solutions(kit: Path) -> list[str]:
 def test_the_solutions_check_sees_imports_and_paths(tmp_path):
     (tmp_path / "tests").mkdir()
     (tmp_path / "tests" / "test_a.py").write_text('"""Needs no solutions/."""\nimport os\n')
-    (tmp_path / "tests" / "test_b.py").write_text("def f():\n    from solutions import writeup\n")
+    (tmp_path / "tests" / "test_b.py").write_text("def f():\n    from breaklab.solutions import writeup\n")
     (tmp_path / "tests" / "test_c.py").write_text("from pathlib import Path\nP = Path('x') / 'solutions' / 'a'\n")
     (tmp_path / "tests" / "helper.py").write_text("import solutions.measure\n")
     assert kit_test_files_using_solutions(tmp_path) == ["tests/helper.py:1", "tests/test_b.py:2",
@@ -310,7 +310,7 @@ def test_grade_refuses_a_mistyped_submissions_path(tmp_path):
 def test_base_commit_missing_from_the_repo_is_an_error_to_review(tmp_path):
     """Graded against another repository, a real submission is not scored: one error that names
     the fix, for review, and nothing is re-run."""
-    from grader.grade import Grader
+    from breaklab.grader.grade import Grader
 
     other = tmp_path / "other"
     other.mkdir()
@@ -340,7 +340,7 @@ def _records(losses, acc):
 
 
 def test_other_environment_gets_partial_credit_only_within_tolerance():
-    from grader.rubric import reproducibility
+    from breaklab.grader.rubric import reproducibility
 
     rerun = _records([2.3, 2.1, 1.9], 0.916)
     close = _records([2.3 * (1 + 1e-6), 2.1, 1.9], 0.916)
@@ -359,7 +359,7 @@ def test_other_environment_gets_partial_credit_only_within_tolerance():
 
 
 def test_claims_on_epoch_metrics_and_per_layer_paths():
-    from grader.rubric import claim_criteria
+    from breaklab.grader.rubric import claim_criteria
 
     broken = [{"type": "step", "step": 3, "loss": 7.0, "grad_mean": {"fc1.weight": 0.02}},
               {"type": "epoch", "epoch": 0, "step": 4, "test_acc": 0.1}]
@@ -378,7 +378,7 @@ def test_claims_on_epoch_metrics_and_per_layer_paths():
 
 
 def test_evidence_rules():
-    from grader.rubric import evidence_criterion
+    from breaklab.grader.rubric import evidence_criterion
 
     claim = {"metric": "grad_norm"}
     assert evidence_criterion({}, claim).points == 0
@@ -390,8 +390,8 @@ def test_evidence_rules():
 
 
 def test_patch_scope_rules():
-    from grader.gitrepo import parse_patch, patch_problems
-    from grader.rubric import scope_criterion, size_criterion
+    from breaklab.grader.gitrepo import parse_patch, patch_problems
+    from breaklab.grader.rubric import scope_criterion, size_criterion
 
     def patch(path, old, new, line=5):
         return (f"diff --git a/{path} b/{path}\n--- a/{path}\n+++ b/{path}\n"

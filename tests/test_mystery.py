@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from breaklab.cli import cli
 from breaklab.doctor import diagnose, load_run
 from breaklab.triage import Triage, TriageSetup
-from breaks import BREAK_NAMES, get_break, mystery_choice
+from breaklab.breaks import BREAK_NAMES, get_break, mystery_choice
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -23,7 +23,7 @@ def png_size(data: bytes) -> tuple[int, int]:
 
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory):
-    from trainer import Config, train
+    from breaklab.trainer import Config, train
 
     out = {}
     for name in ("huge_lr", "none"):

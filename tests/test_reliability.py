@@ -50,7 +50,7 @@ def reference(tmp_path_factory) -> Path:
 def assert_consistent(folder: Path) -> None:
     """What an interrupt may leave: only whole files under final names, matching .sha256s."""
     from breaklab.metric_log import read_metrics
-    from canonical_setup import load_checkpoint
+    from breaklab.canonical_setup import load_checkpoint
 
     for sha_file in folder.glob("*.sha256"):
         target = folder / sha_file.read_text().split()[1]
@@ -100,7 +100,7 @@ PLANS = [(signal.SIGINT, 11, 0), (signal.SIGINT, 14, 1), (signal.SIGKILL, 12, 0)
 
 @pytest.mark.parametrize("sig,seed,again", PLANS, ids=[f"{s.name}-{n}-{a}" for s, n, a in PLANS])
 def test_interrupted_then_resumed_run_matches_uninterrupted(reference, tmp_path, sig, seed, again):
-    from canonical_setup import load_checkpoint
+    from breaklab.canonical_setup import load_checkpoint
 
     rng = random.Random(seed)
     final_size = (reference / "metrics.jsonl").stat().st_size
@@ -133,7 +133,7 @@ def test_interrupted_then_resumed_run_matches_uninterrupted(reference, tmp_path,
 def test_interrupt_between_checkpoint_and_its_sha256_leaves_no_mismatch(tmp_path, monkeypatch):
     """The narrowest window (after the new checkpoint, before its .sha256) hit on purpose."""
     import breaklab.atomic
-    import canonical_setup
+    from breaklab import canonical_setup
 
     path = tmp_path / "checkpoint.pt"
     canonical_setup.save_checkpoint(path, {"model": {}, "config": {}, "epoch": 1})
@@ -227,7 +227,7 @@ def run_cli(command, args: list[str]):
 
 
 def train_cli(args: list[str]) -> str:
-    from trainer import build_command
+    from breaklab.trainer import build_command
 
     return run_cli(build_command(), args)
 
@@ -235,7 +235,7 @@ def train_cli(args: list[str]) -> str:
 @pytest.mark.parametrize("damage", ["truncate", "bitflip"])
 @pytest.mark.parametrize("name", ["train-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"])
 def test_damaged_bundled_data_names_the_file(tmp_path, monkeypatch, damage, name):
-    import canonical_setup
+    from breaklab import canonical_setup
 
     copy = tmp_path / "sample"
     shutil.copytree(canonical_setup.SAMPLE_DIR, copy)
@@ -261,7 +261,7 @@ def test_damaged_full_mnist_files_name_the_folder(tmp_path, damage):
 
 
 def test_damaged_unpacked_cache_is_unpacked_again(tmp_path, monkeypatch):
-    import canonical_setup
+    from breaklab import canonical_setup
     import torch
 
     monkeypatch.setenv("BREAKLAB_CACHE", str(tmp_path / "cache"))

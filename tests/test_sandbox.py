@@ -121,9 +121,9 @@ def own_processes() -> list[str]:
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    from grader.grade import Grader
+    from breaklab.grader.grade import Grader
 
-    from solutions import fix_patch
+    from breaklab.solutions import fix_patch
 
     for path in OUTSIDE_FILES:
         path.unlink(missing_ok=True)
@@ -216,7 +216,7 @@ def test_a_submission_cannot_write_outside_its_folder(graded):
 # ---------------------------------------------------------------------------------------------
 
 def test_the_file_system_is_read_only_outside_the_work_folder(tmp_path):
-    from grader.sandbox import fs_isolation_available, run_sandboxed
+    from breaklab.grader.sandbox import fs_isolation_available, run_sandboxed
 
     if not fs_isolation_available():
         pytest.skip("no mount namespace on this machine")
@@ -236,7 +236,7 @@ def test_the_file_system_is_read_only_outside_the_work_folder(tmp_path):
 
 
 def test_without_kernel_isolation_python_writes_and_connections_are_still_refused(tmp_path, monkeypatch):
-    import grader.sandbox as sandbox
+    from breaklab.grader import sandbox
 
     monkeypatch.setattr(sandbox, "isolation_flags", lambda: None)
     monkeypatch.setattr(sandbox, "_network_only_available", lambda: False)
@@ -256,7 +256,7 @@ def test_without_kernel_isolation_python_writes_and_connections_are_still_refuse
 
 
 def test_process_limit_and_escaped_children(tmp_path):
-    from grader.sandbox import MAX_PROCESSES, run_sandboxed
+    from breaklab.grader.sandbox import MAX_PROCESSES, run_sandboxed
 
     res = run_sandboxed(["sh", "-c", f"for i in $(seq {MAX_PROCESSES + 8}); do sleep 30 & done; wait"],
                         cwd=tmp_path, timeout=20)

@@ -15,11 +15,11 @@ import pytest
 
 from breaklab.metric_log import read_metrics
 from breaklab.submission import MAX_WORDS, parse_symptom_block, prose, sections_present, word_count
-from breaks import BREAK_NAMES, REGISTRY
-from grader import gitrepo
-from grader.recovery import SYMPTOM_CHECKS, check_recovery
-from grader.rubric import claim_criteria, function_spans, scope_criterion, size_criterion
-from solutions import fix_patch, names, rubric, writeup
+from breaklab.breaks import BREAK_NAMES, REGISTRY
+from breaklab.grader import gitrepo
+from breaklab.grader.recovery import SYMPTOM_CHECKS, check_recovery
+from breaklab.grader.rubric import claim_criteria, function_spans, scope_criterion, size_criterion
+from breaklab.solutions import fix_patch, names, rubric, writeup
 
 import submission_fixtures as fx
 
@@ -74,7 +74,7 @@ def test_writeup_has_the_report_shape_and_names_its_concepts(name):
 
 @pytest.fixture(scope="module")
 def clean_records(tmp_path_factory):
-    from grader.runs import RunSpec, train
+    from breaklab.grader.runs import RunSpec, train
 
     course = fx.workspace() / "course"
     res = train(course, RunSpec("none", fx.SEED, fx.EPOCHS, 1), tmp_path_factory.mktemp("clean"), "clean")

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from breaklab.cli import cli
 from breaklab.submission import (MAX_WORDS, SubmitError, check_report, parse_symptom_block,
                                  sections_present, word_count)
-from grader import gitrepo, intake
+from breaklab.grader import gitrepo, intake
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "reports" / "TEMPLATE.md"

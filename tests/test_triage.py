@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from breaklab.cli import cli
 from breaklab.triage import Triage, TriageSetup
-from breaks import BREAK_NAMES
+from breaklab.breaks import BREAK_NAMES
 
 # The step that should establish each cause, by the procedure's order of cost and information.
 ESTABLISHED_AT = {"label_permute": 2, "loss_sum": 3, "double_softmax": 3, "missing_zero_grad": 4,

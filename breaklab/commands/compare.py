@@ -23,7 +23,7 @@ def compare(run_a: Path, run_b: Path, out: Path) -> None:
     and each run's diagnosis."""
     from breaklab.doctor import RunReadError, diagnose, load_run
     from breaklab.plots import compare_png, compare_summary
-    from canonical_setup import atomic_write_bytes
+    from breaklab.canonical_setup import atomic_write_bytes
 
     try:
         a, b = load_run(run_a), load_run(run_b)

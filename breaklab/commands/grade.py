@@ -41,7 +41,7 @@ def grade(submissions, out, jobs, formats, repo, timeout, keep_work, plots) -> N
     (reproducibility 35, diagnostics 30, fix 20, explanation 15; see docs/GRADING.md). A
     submission that cannot be graded gets 0 with the reason; the others go on.
     """
-    from grader.grade import Grader
+    from breaklab.grader.grade import Grader
 
     repo = course_repository(repo)
     tarballs: list[Path] = []
@@ -77,7 +77,7 @@ def grade(submissions, out, jobs, formats, repo, timeout, keep_work, plots) -> N
 def course_repository(repo: Path | None) -> Path:
     """The root of the course repository to re-run from: --repo, or the checkout breaklab runs
     from. A path that is no git repository is a usage error, in one line."""
-    from grader import gitrepo
+    from breaklab.grader import gitrepo
 
     where = repo or Path(__file__).resolve().parent
     try:

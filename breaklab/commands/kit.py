@@ -55,7 +55,7 @@ def make_kit(out: Path, rev: str = "HEAD", repo: Path | None = None, make_git: b
     import os
     import tarfile
 
-    from grader import gitrepo
+    from breaklab.grader import gitrepo
 
     try:
         repo = gitrepo.toplevel(repo or Path(__file__).resolve().parent)

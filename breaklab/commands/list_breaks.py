@@ -11,7 +11,7 @@ import click
 @click.option("-v", "--verbose", is_flag=True, help="Also show each break's symptom and metric.")
 def list_breaks(as_json: bool, verbose: bool) -> None:
     """List the breaks: name, category, and what each one changes."""
-    from breaks import BREAK_NAMES, REGISTRY
+    from breaklab.breaks import BREAK_NAMES, REGISTRY
 
     rows = [REGISTRY[n] for n in BREAK_NAMES]
     if as_json:

@@ -28,8 +28,8 @@ def triage(run: Path | None, seed, break_name, batch_size, lr, amp, out_dir) -> 
     """
     from breaklab.doctor import RunReadError, read_run_files
     from breaklab.triage import Triage, TriageSetup, format_verdict
-    from breaks import BREAK_NAMES, MYSTERY, UnknownBreak
-    from canonical_setup import SetupError
+    from breaklab.breaks import BREAK_NAMES, MYSTERY, UnknownBreak
+    from breaklab.canonical_setup import SetupError
     import json
 
     setup = TriageSetup()
