@@ -2,9 +2,14 @@
 
 Read it top to bottom:
   1. Config         every option, with what it does
-  2. Model          784 -> 256 -> BatchNorm -> ReLU -> Dropout -> 10, He init
-  3. train()        the loop. Each place a bug can hook in is marked  # BREAK HOOK: name
-  4. Command line   `python trainer.py --break huge_lr` (also `breaklab train`)
+  2. Model          784 -> 256 -> BatchNorm -> ReLU -> Dropout -> 10, He init; evaluate()
+  3. train_step()   one step of training, the whole of it in one block. Each place a bug can
+                    hook in is marked  # BREAK HOOK: name
+  4. train()        the loop around it: data, schedule, measurements, checkpoints
+  5. Command line   `python trainer.py --break huge_lr` (also `breaklab train`)
+
+train_step() is the only training step in breaklab: `breaklab triage` runs its experiments
+through it too (one batch, other learning rates, float32), never through a copy.
 
 The bugs live in breaks/: each is a subclass of breaks.base.Break that overrides one hook.
 The fixed plumbing (seeding, data, checkpoints) lives in canonical_setup.py.
@@ -19,13 +24,13 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from breaklab.breaks import BREAK_NAMES, MYSTERY, UnknownBreak, get_break
+from breaklab.breaks import BREAK_NAMES, MYSTERY, Break, UnknownBreak, get_break
 from breaklab import METRICS_SCHEMA_VERSION, __version__
 from breaklab.diagnostics import StepDiagnostics, finite_or_none
 from breaklab.metric_log import MetricLogger, read_metrics
@@ -126,13 +131,85 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, fl
 
 
 # ============================================================================
-# 3. The training loop
+# 3. One training step: the whole of it in one block
+# ============================================================================
+
+@dataclass
+class Training:
+    """What a training step works on. Built by `make_training`, for train() and for every
+    experiment of `breaklab triage`, so that both run the same step."""
+
+    model: MLP
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    brk: Break
+    amp: bool            # float16 autocast on
+    device_type: str     # "cpu" or "cuda"
+    clip_grad: float = 0.0
+
+
+def make_training(cfg: Config, brk: Break, *, lr: float | None = None, dropout: float | None = None,
+                  weight_decay: float | None = None, amp: bool | None = None) -> Training:
+    """Model, optimizer and GradScaler as the run builds them. The keyword arguments override the
+    configuration for an experiment (triage's one-batch overfit turns dropout off, its sweep
+    tries other learning rates, its float32 check turns autocast off)."""
+    amp = (cfg.amp or brk.needs_amp) if amp is None else amp  # amp_no_scaling only exists with autocast on
+    model = MLP(cfg.hidden, cfg.dropout if dropout is None else dropout).to(cfg.device)
+    optimizer = torch.optim.SGD(model.parameters(),
+                                lr=brk.learning_rate(cfg.lr if lr is None else lr),  # BREAK HOOK: huge_lr
+                                momentum=cfg.momentum,
+                                weight_decay=cfg.weight_decay if weight_decay is None else weight_decay)
+    scaler = torch.amp.GradScaler(cfg.device, enabled=brk.use_grad_scaler(amp))  # BREAK HOOK: amp_no_scaling
+    return Training(model, optimizer, scaler, brk, amp, torch.device(cfg.device).type, cfg.clip_grad)
+
+
+@dataclass
+class StepOutput:
+    loss: torch.Tensor      # the loss the step minimised (before scaling)
+    outputs: torch.Tensor   # what the loss was computed on (logits, unless a break changed them)
+    logits: torch.Tensor    # the model's raw scores
+    hidden: torch.Tensor    # the hidden layer's activations
+    targets: torch.Tensor   # the labels the loss saw
+    scale: float            # the GradScaler's loss scale of this step (1.0 when scaling is off)
+    skipped: bool           # the scaler skipped the update (inf/NaN gradients)
+
+
+def train_step(t: Training, x: torch.Tensor, y: torch.Tensor, step: int,
+               before_update: Callable[[], None] | None = None, update: bool = True) -> StepOutput:
+    """One step of training on the batch (x, y). `before_update` runs once the gradients are the
+    ones the optimizer will apply (unscaled and clipped): measurements hook in there. With
+    update=False the step stops before the optimizer: the gradients are left in .grad."""
+    t.brk.set_mode(t.model)                                  # BREAK HOOK: eval_mode
+    y = t.brk.targets(y, step)                               # BREAK HOOK: label_permute
+    t.brk.zero_grad(t.optimizer)                             # BREAK HOOK: missing_zero_grad
+
+    with torch.autocast(t.device_type, dtype=torch.float16, enabled=t.amp):
+        logits, hidden = t.model(x, return_hidden=True)
+        outputs = t.brk.outputs(logits)                      # BREAK HOOK: double_softmax
+        loss = t.brk.loss(outputs, y)                        # BREAK HOOK: loss_sum
+
+    t.scaler.scale(loss).backward()    # scaling is off (a no-op) without AMP
+    t.scaler.unscale_(t.optimizer)     # true gradients from here on: clip and measure those
+    if t.clip_grad > 0:
+        nn.utils.clip_grad_norm_(t.model.parameters(), t.clip_grad)
+    if before_update is not None:
+        before_update()
+    scale = t.scaler.get_scale() if t.scaler.is_enabled() else 1.0
+    skipped = False
+    if update:
+        t.scaler.step(t.optimizer)     # skipped by the scaler when a gradient is inf/NaN
+        t.scaler.update()
+        skipped = t.scaler.is_enabled() and t.scaler.get_scale() < scale
+    return StepOutput(loss, outputs, logits, hidden, y, scale, skipped)
+
+
+# ============================================================================
+# 4. The training loop
 # ============================================================================
 
 def train(cfg: Config) -> dict[str, Any]:
     """Run (or resume) one training run; write its files into cfg.out; return the summary."""
     brk = get_break(cfg.break_name, seed=cfg.seed)
-    amp = cfg.amp or brk.needs_amp  # amp_no_scaling only exists with float16 autocast on
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     if not cfg.resume:  # a fresh run never leaves an earlier run's checkpoint beside its metrics
@@ -146,14 +223,12 @@ def train(cfg: Config) -> dict[str, Any]:
 
     # --- Data, model, optimizer, schedule, scaler --------------------------------------------
     data = load_dataset(cfg.data, cfg.data_dir, cfg.download, cfg.device)
-    model = MLP(cfg.hidden, cfg.dropout).to(cfg.device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=brk.learning_rate(cfg.lr),  # BREAK HOOK: huge_lr
-                                momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    training = make_training(cfg, brk)
+    model, optimizer, scaler = training.model, training.optimizer, training.scaler
     n_train = len(data.y_train)
     per_epoch = 2 if cfg.dry_run else steps_per_epoch(n_train, cfg.batch_size)
     total_steps = cfg.epochs * per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(cfg.warmup_steps, total_steps))
-    scaler = torch.amp.GradScaler(cfg.device, enabled=brk.use_grad_scaler(amp))  # BREAK HOOK: amp_no_scaling
 
     start_epoch, step, keep_lines = 0, 0, None
     if cfg.resume:
@@ -166,12 +241,11 @@ def train(cfg: Config) -> dict[str, Any]:
         start_epoch, step = ckpt["epoch"], ckpt["step"]
         keep_lines = _metrics_before(Path(cfg.resume).with_name("metrics.jsonl"), start_epoch)
 
-    meta = _meta(cfg, amp, data.identity)
+    meta = _meta(cfg, training.amp, data.identity)
     atomic_write_text(out / "meta.json", json.dumps({**meta, "status": "running"}, indent=2) + "\n")
     logger = MetricLogger(out / "metrics.jsonl", keep_lines=keep_lines,
                           show_progress=not cfg.quiet and sys.stderr.isatty())
     diag = StepDiagnostics(model)
-    device_type = torch.device(cfg.device).type
     # A step the GradScaler skips (inf gradients) makes the scheduler warn; that is expected.
     warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)`")
 
@@ -183,34 +257,18 @@ def train(cfg: Config) -> dict[str, Any]:
             if i == per_epoch:
                 break
             idx = idx.to(cfg.device)
-            brk.set_mode(model)                                  # BREAK HOOK: eval_mode
-            x = data.x_train[idx]
-            y = brk.targets(data.y_train[idx], step)             # BREAK HOOK: label_permute
-            brk.zero_grad(optimizer)                             # BREAK HOOK: missing_zero_grad
-
-            with torch.autocast(device_type, dtype=torch.float16, enabled=amp):
-                logits, hidden = model(x, return_hidden=True)
-                outputs = brk.outputs(logits)                    # BREAK HOOK: double_softmax
-                loss = brk.loss(outputs, y)                      # BREAK HOOK: loss_sum
-
-            scaler.scale(loss).backward()   # scaling is off (a no-op) without AMP
-            scaler.unscale_(optimizer)      # true gradients from here on: clip and measure those
-            if cfg.clip_grad > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-            diag.before_step()
-            scale = scaler.get_scale() if scaler.is_enabled() else 1.0
-            scaler.step(optimizer)          # skipped by the scaler when a gradient is inf/NaN
-            scaler.update()
+            result = train_step(training, data.x_train[idx], data.y_train[idx], step,
+                                before_update=diag.before_step)
             lr = scheduler.get_last_lr()[0]
             scheduler.step()                # the schedule moves per step, not per epoch
 
-            record = diag.after_step(loss=loss, outputs=outputs, hidden=hidden, scale=scale,
-                                     step_skipped=scaler.is_enabled() and scaler.get_scale() < scale)
+            record = diag.after_step(loss=result.loss, outputs=result.outputs, hidden=result.hidden,
+                                     scale=result.scale, step_skipped=result.skipped)
             logger.log_step({"type": "step", "step": step, "epoch": epoch, "batch_size": len(idx),
                              "lr": lr, **record})
             losses.append(record["loss"])
-            predictions.append(outputs.argmax(dim=1))  # compared with the labels once, at the epoch's end
-            labels.append(y)
+            predictions.append(result.outputs.argmax(dim=1))  # compared with the labels at the epoch's end
+            labels.append(result.targets)
             seen += len(idx)
             step += 1
 

@@ -11,6 +11,7 @@ Nothing here reads the break's name: a step establishes a cause only from what i
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
+
+from breaklab.remedies import remedy
 
 LN10 = math.log(10)
 
@@ -39,6 +42,13 @@ class TriageSetup:
     data: str = "sample"
     data_dir: str | None = None
     threads: int = 1
+    clip_grad: float = 0.0
+
+    def config(self):
+        """The trainer's Config for these settings (CPU: triage's experiments are small)."""
+        from breaklab.trainer import Config
+
+        return Config(**{k: getattr(self, k) for k in self.__dataclass_fields__}, device="cpu")
 
     @classmethod
     def from_meta(cls, meta: dict[str, Any]) -> "TriageSetup":
@@ -68,18 +78,6 @@ class TriageReport:
     picture: str | None = None
 
 
-FIXES = {
-    "label_permute": "index images and labels with the same indices (one loader, one shuffle)",
-    "loss_sum": "average the loss over the batch: F.cross_entropy(outputs, y) (reduction='mean')",
-    "double_softmax": "feed the raw logits to F.cross_entropy (it applies log-softmax itself)",
-    "missing_zero_grad": "call optimizer.zero_grad(set_to_none=True) before loss.backward() in every step",
-    "huge_lr": "give the optimizer the learning rate you asked for (check optimizer.param_groups[0]['lr'])",
-    "amp_no_scaling": "scale the loss with torch.amp.GradScaler: scaler.scale(loss).backward(); "
-                      "scaler.step(optimizer); scaler.update()",
-    "eval_mode": "call model.train() before the training steps (after every evaluation)",
-    "healthy": "none needed",
-    "unknown": "none known yet: read the rules-in lines above and the doctor's report",
-}
 
 
 # ============================================================================
@@ -87,61 +85,64 @@ FIXES = {
 # ============================================================================
 
 class CodeUnderTest:
-    """One model with its optimizer and scaler, stepped exactly as trainer.train steps it
-    (without the learning-rate schedule: triage uses a constant learning rate)."""
+    """One model with its optimizer and scaler, built by trainer.py's make_training and stepped by
+    its train_step: the run's own code, break hooks included. Triage uses a constant learning rate
+    (no schedule), which is the point of its learning-rate experiments."""
 
     def __init__(self, setup: TriageSetup, brk, *, lr: float | None = None, dropout: float | None = None,
                  weight_decay: float | None = None):
         from breaklab.canonical_setup import seed_everything
-        from breaklab.trainer import MLP
+        from breaklab.trainer import make_training
 
         seed_everything(setup.seed)
         self.brk = brk
-        self.model = MLP(setup.hidden, setup.dropout if dropout is None else dropout)
         self.requested_lr = setup.lr if lr is None else lr
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=brk.learning_rate(self.requested_lr),
-                                         momentum=setup.momentum,
-                                         weight_decay=setup.weight_decay if weight_decay is None else weight_decay)
-        self.amp = setup.amp or brk.needs_amp  # as trainer.py: the run's float16 setting
-        self.scaler = torch.amp.GradScaler("cpu", enabled=brk.use_grad_scaler(self.amp))
+        self.training = make_training(setup.config(), brk, lr=self.requested_lr, dropout=dropout,
+                                      weight_decay=weight_decay)
+        self.model, self.optimizer, self.scaler = self.training.model, self.training.optimizer, self.training.scaler
+        self.amp = self.training.amp
         self.step_index = 0
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor, step: int):
-        """The forward half of the step: mode, labels, outputs and loss, as the loop makes them."""
-        self.brk.set_mode(self.model)
-        y_used = self.brk.targets(y, step)
-        with torch.autocast("cpu", dtype=torch.float16, enabled=self.amp):
-            logits, hidden = self.model(x, return_hidden=True)
-            outputs = self.brk.outputs(logits)
-            loss = self.brk.loss(outputs, y_used)
-        return loss, logits, outputs, hidden, y_used
-
     def step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
-        step = self.step_index
-        self.brk.set_mode(self.model)
-        y_used = self.brk.targets(y, step)
-        self.brk.zero_grad(self.optimizer)
-        with torch.autocast("cpu", dtype=torch.float16, enabled=self.amp):
-            logits, hidden = self.model(x, return_hidden=True)
-            outputs = self.brk.outputs(logits)
-            loss = self.brk.loss(outputs, y_used)
-        self.scaler.scale(loss).backward()
-        self.scaler.unscale_(self.optimizer)
-        before = [p.detach().clone() for p in self.model.parameters()]
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        """One train_step, with the size of its update measured around it."""
+        from breaklab.trainer import train_step
+
+        params = list(self.model.parameters())
+        before: list[torch.Tensor] = []
+        result = train_step(self.training, x, y, self.step_index,
+                            before_update=lambda: before.extend(p.detach().clone() for p in params))
         self.step_index += 1
         with torch.no_grad():
-            delta = torch.stack([(p.detach() - b).norm() for p, b in zip(self.model.parameters(), before)]).norm()
-            grads = [p.grad.float() if p.grad is not None else torch.zeros_like(p) for p in self.model.parameters()]
+            delta = torch.stack([(p.detach() - b).norm() for p, b in zip(params, before)]).norm()
+            grads = [p.grad.float() if p.grad is not None else torch.zeros_like(p) for p in params]
             gnorm = torch.stack([g.norm() for g in grads]).norm()
-        return {"loss": float(loss.detach()), "outputs": outputs.detach().float(), "hidden": hidden.detach().float(),
-                "y_used": y_used, "update": float(delta), "grad_norm": float(gnorm),
-                "weights": float(torch.stack([b.norm() for b in before]).norm())}
+        return {"loss": float(result.loss.detach()), "outputs": result.outputs.detach().float(),
+                "hidden": result.hidden.detach().float(), "y_used": result.targets, "update": float(delta),
+                "grad_norm": float(gnorm), "weights": float(torch.stack([b.norm() for b in before]).norm())}
+
+    def gradients(self, x: torch.Tensor, y: torch.Tensor, step: int, *, amp: bool | None = None):
+        """The step's gradients at the current weights, left in .grad, without updating: the real
+        train_step stopped before the optimizer. `amp` runs it with autocast on or off; the loss
+        scale is the code's own."""
+        from breaklab.trainer import train_step
+
+        scale = self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
+        use_amp = self.amp if amp is None else amp
+        scaler = torch.amp.GradScaler("cpu", init_scale=scale, enabled=self.scaler.is_enabled() and use_amp)
+        training = dataclasses.replace(self.training, amp=use_amp, scaler=scaler)
+        self.model.zero_grad(set_to_none=True)
+        return train_step(training, x, y, step, update=False)
 
 
-def _scattered_zero_frac(grad: torch.Tensor) -> float:
+def _grad_or_zeros(p: torch.Tensor) -> torch.Tensor:
+    """A parameter's gradient as float32, or zeros where it got none (a finding, not a crash)."""
+    return p.grad.detach().float().clone() if p.grad is not None else torch.zeros_like(p, dtype=torch.float32)
+
+
+def _scattered_zero_frac(grad: torch.Tensor | None) -> float:
     """Exact zeros of a weight gradient outside whole zero rows (dead units)."""
+    if grad is None:
+        return 0.0
     zeros = (grad == 0)
     dead_rows = zeros.all(dim=1, keepdim=True)
     return float((zeros & ~dead_rows).float().mean())
@@ -214,15 +215,23 @@ class Triage:
         d = self.data
         x_all, y_all = d.x_train, d.y_train
         finite = bool(torch.isfinite(x_all).all())
-        saw = [f"inputs: {'all finite' if finite else 'NON-FINITE values'}, range {float(x_all.min()):.2f}.."
-               f"{float(x_all.max()):.2f}, mean {float(x_all.mean()):.2f}, std {float(x_all.std()):.2f} "
-               f"(normalised); labels {int(y_all.min())}..{int(y_all.max())}, "
+        mean, std = float(x_all.mean()), float(x_all.std())
+        low, high = float(x_all.min()), float(x_all.max())
+        if abs(mean) < 0.1 and abs(std - 1) < 0.1:
+            scale = "normalised: mean 0, std 1"
+        elif low >= 0 and high <= 1:
+            scale = "in 0..1, not standardised"
+        else:
+            scale = "not normalised"
+        saw = [f"inputs: {'all finite' if finite else 'NON-FINITE values'}, range {low:.2f}..{high:.2f}, "
+               f"mean {mean:.2f}, std {std:.2f} ({scale}); labels {int(y_all.min())}..{int(y_all.max())}, "
                f"{len(torch.unique(y_all))} classes"]
         matches, permuted, total = 0, 0, 0
         first_used = None
+        code = CodeUnderTest(self.setup, self.brk)
         for i in range(5):
             x, y = self.batch(i)
-            y_used = self.brk.targets(y, i)
+            y_used = code.gradients(x, y, i).targets  # the labels the real step hands to the loss
             first_used = y_used if first_used is None else first_used
             matches += int((y_used == y).sum())
             total += len(y)
@@ -248,7 +257,7 @@ class Triage:
             means = "the labels fed to the loss are not the dataset's: rules in the target"
             cause = "unknown"
         else:
-            means = "inputs are finite and normalised and the loss sees each input's own label: rules out data and target"
+            means = f"inputs are finite ({scale}) and the loss sees each input's own label: rules out data and target"
         return StepResult(2, "data and label sanity",
                        "checked every training input and label, and the labels the loop passes to the loss", saw, means, cause=cause)
 
@@ -256,8 +265,9 @@ class Triage:
     def loss_by_hand(self) -> StepResult:
         code = CodeUnderTest(self.setup, self.brk)
         x, y = self.batch(0)
+        result = code.gradients(x, y, 0)  # the real step's forward pass, stopped before any update
+        loss, logits, outputs, y_used = result.loss.detach(), result.logits.detach(), result.outputs.detach(), result.targets
         with torch.no_grad():
-            loss, logits, outputs, _, y_used = code.forward(x, y, 0)
             by_hand = float(-F.log_softmax(logits.float(), dim=1)[torch.arange(len(y_used)), y_used].mean())
         code_loss = float(loss)
         rowsum = float(outputs.float().sum(1).mean())
@@ -294,18 +304,15 @@ class Triage:
         names = [n for n, _ in code.model.named_parameters()]
         params = list(code.model.parameters())
         missing = [n for n, p in zip(names, params) if p.grad is None or float(p.grad.float().norm()) == 0]
-        g1 = [p.grad.detach().float().clone() if p.grad is not None else torch.zeros_like(p) for p in params]
+        g1 = [_grad_or_zeros(p) for p in params]
         snapshot = {k: v.clone() for k, v in code.model.state_dict().items()}
         r2 = code.step(x, y)  # the code's second step on the same batch
-        g_code = [p.grad.detach().float().clone() for p in params]
+        g_code = [_grad_or_zeros(p) for p in params]
         # A fresh gradient at the same weights, same batch and labels: what step 2 should have used.
         fresh = CodeUnderTest(self.setup, self.brk, dropout=0.0)
         fresh.model.load_state_dict(snapshot)
-        for p in fresh.model.parameters():
-            p.grad = None
-        loss, *_ = fresh.forward(x, y, 1)
-        loss.float().backward()
-        g_fresh = [p.grad.detach().float() for p in fresh.model.parameters()]
+        fresh.gradients(x, y, 1)
+        g_fresh = [_grad_or_zeros(p) for p in fresh.model.parameters()]
 
         def norm(gs):
             return float(torch.stack([g.norm() for g in gs]).norm())
@@ -392,16 +399,11 @@ class Triage:
         scale = code.scaler.get_scale() if code.scaler.is_enabled() else 1.0
         fc1 = code.model.fc1.weight
 
-        def zero_frac(amp: bool, s: float) -> float:
-            code.model.zero_grad(set_to_none=True)
-            code.brk.set_mode(code.model)
-            with torch.autocast("cpu", dtype=torch.float16, enabled=amp):
-                out = code.brk.outputs(code.model(x))
-                loss = code.brk.loss(out, code.brk.targets(y, 0))
-            (loss * s).backward()
+        def zero_frac(amp: bool) -> float:
+            code.gradients(x, y, 0, amp=amp)
             return _scattered_zero_frac(fc1.grad)
 
-        z_code, z_fp32 = zero_frac(True, scale), zero_frac(False, 1.0)
+        z_code, z_fp32 = zero_frac(True), zero_frac(False)
         saw = [f"on the one-batch model of step 1 (small loss, small gradients): {100 * z_code:.1f}% of "
                f"fc1.weight gradient entries exactly zero (outside dead units) as the code computes them "
                f"(float16, loss scale {scale:g}), {100 * z_fp32:.1f}% in float32"]
@@ -449,10 +451,9 @@ class Triage:
     def train_eval_mode(self) -> StepResult:
         code = CodeUnderTest(self.setup, self.brk)
         x, y = self.batch(0)
-        code.brk.set_mode(code.model)
-        training = code.model.training
         bn = code.model.bn1
         code.step(x, y)
+        training = code.model.training  # the mode the real step put the model in
         moved = bool(bn.running_mean.abs().sum() > 0) or bool((bn.running_var != 1).any())
         saw = [f"inside the training step model.training = {training}; after one step BatchNorm's running "
                f"statistics {'moved' if moved else 'are still exactly mean 0 / variance 1'} "
@@ -492,7 +493,7 @@ class Triage:
             report.explanation = "all eight checks passed: no fault found"
         else:
             report.explanation = "no step established a cause; the rules-in lines above narrow it down"
-        report.fix = FIXES.get(report.verdict, FIXES["unknown"])
+        report.fix = remedy(report.verdict).fix
         return report
 
 

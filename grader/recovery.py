@@ -4,44 +4,29 @@ A run recovers when
   1. every step's loss is finite,
   2. its final test accuracy is within the solution's measured tolerance of the clean run
      (same seed, epochs and threads, break none, at the same base commit), and
-  3. none of the break's own symptom checks (breaklab.symptoms) still fires on it.
+  3. none of the break's own symptom checks (the rule book, breaklab.rules) still fires on it.
 The third part matters for the breaks whose accuracy barely moves (amp_no_scaling, eval_mode,
 double_softmax): accuracy alone would pass their broken run.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
-from breaklab import symptoms
+from breaklab import rules
 
-# Symptom checks by name: each takes the step records (or, for chance_accuracy, the epochs).
-SYMPTOM_CHECKS: dict[str, tuple[str, Callable]] = {
-    "first_nonfinite_loss": ("steps", symptoms.first_nonfinite_loss),
-    "initial_loss_is_summed": ("steps", symptoms.initial_loss_is_summed),
-    "loss_rises_early": ("steps", symptoms.loss_rises_early),
-    "grad_norm_grows": ("steps", symptoms.grad_norm_grows),
-    "loss_stuck_at_chance": ("steps", symptoms.loss_stuck_at_chance),
-    "outputs_are_probabilities": ("steps", symptoms.outputs_are_probabilities),
-    "bn_stats_frozen": ("steps", symptoms.bn_stats_frozen),
-    "scattered_zero_grads": ("steps", symptoms.scattered_zero_grads),
-    "dead_units": ("steps", symptoms.dead_units),
-    "chance_accuracy": ("epochs", symptoms.chance_accuracy),
-}
+# The symptom checks a solution's rubric may name: the rule book's rules.
+SYMPTOM_CHECKS = rules.RULES
 
 
 def fired_checks(records: list[dict[str, Any]], names) -> list[str]:
-    st, ep = symptoms.steps(records), symptoms.epochs(records)
-    fired = []
-    for name in names:
-        kind, check = SYMPTOM_CHECKS[name]
-        if check(st if kind == "steps" else ep):
-            fired.append(name)
-    return fired
+    """The named rules that still fire on a run."""
+    seen = rules.sightings(records, set(names))
+    return [name for name in names if name in seen]
 
 
 def final_test_acc(records: list[dict[str, Any]]) -> float | None:
-    ep = symptoms.epochs(records)
+    ep = rules.epochs(records)
     return ep[-1].get("test_acc") if ep else None
 
 
@@ -56,7 +41,7 @@ class Recovery:
 def check_recovery(fixed: list[dict[str, Any]], clean: list[dict[str, Any]], bar: dict[str, Any]) -> Recovery:
     """Judge the fixed run against the clean run with the solution's bar (rubric "recovery")."""
     reasons, ok = [], True
-    st = symptoms.steps(fixed)
+    st = rules.steps(fixed)
     if not st:
         return Recovery(False, ["the fixed run has no training steps"])
     nonfinite = [r["step"] for r in st if r.get("loss") is None or not r.get("loss_finite", True)]

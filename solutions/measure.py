@@ -17,8 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from breaklab.metric_log import read_metrics
-from breaklab.symptoms import epochs as epoch_records
-from breaklab.symptoms import steps as step_records
+from breaklab.rules import epochs as epoch_records
+from breaklab.rules import steps as step_records
 from breaklab.grader import gitrepo
 from breaklab.grader.recovery import SYMPTOM_CHECKS, fired_checks
 from breaklab.grader.runs import RunSpec, train

@@ -98,9 +98,11 @@ def test_evidence_reads_like_a_person_citing_numbers(runs):
 
 
 def test_every_detector_is_documented_with_its_threshold():
+    """Each detector names the rule-book rule it reads (whose threshold carries its measurements),
+    or documents its own threshold with the measurements behind it."""
     for detector in DETECTORS:
         doc = detector.__doc__ or ""
-        assert "Threshold" in doc and "Measured" in doc, detector.__name__
+        assert "rules." in doc or ("Threshold" in doc and "Measured" in doc), detector.__name__
 
 
 def _pack(folder: Path, tarball: Path) -> Path:

@@ -253,10 +253,12 @@ def kit_test_files_using_solutions(kit: Path) -> list[str]:
         rel = path.relative_to(kit).as_posix()
         for node in ast.walk(ast.parse(path.read_text(), rel)):
             imported = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                        else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+                        else [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+                        if isinstance(node, ast.ImportFrom) else [])
             named = (isinstance(node, ast.Constant) and isinstance(node.value, str)
                      and node.value.strip("/").split("/")[0] == "solutions")
-            if named or any(m.split(".")[0] == "solutions" for m in imported):
+            if named or any(m.split(".")[0] == "solutions" or m.startswith("breaklab.solutions")
+                            for m in imported):
                 found.append(f"{rel}:{node.lineno}")
     return [f for f in found if f.split(":")[0] not in READS_SOLUTIONS_IF_PRESENT]
 

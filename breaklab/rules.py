@@ -1,0 +1,270 @@
+"""The rule book: every symptom breaklab judges a run by, with its measurement and its threshold.
+
+One set of rules, three readers:
+  * the end-of-run summary (breaklab.symptoms) prints the rules that fire on a run;
+  * the doctor's detectors (breaklab.doctor) combine them into a diagnosis with its evidence;
+  * the grader's recovery check (breaklab.grader.recovery) asks whether a fixed run still shows
+    its break's symptom (solutions/<break>/rubric.json names the rules).
+
+Each rule reads only metrics records (the step and epoch records of metrics.jsonl), never a
+break's name or the configuration. It returns the numbers it saw when its symptom is present (a
+`Sighting`), and None otherwise. A logged value of None means "not measured or not finite"; a
+logged 0.0 is a measurement like any other.
+
+Each threshold is named here once, with the measurements behind it (docs/DOCTOR.md has the
+tables: 8 variants x 11 configurations on the bundled data).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+LN10 = math.log(10)
+Sighting = dict[str, Any]
+Records = list[dict[str, Any]]
+
+# ---------------------------------------------------------------------------------------------
+# Thresholds
+# ---------------------------------------------------------------------------------------------
+
+# A summed loss starts near batch_size x ln 10; a mean near ln 10. Measured: summed 2.3-2.4 per
+# example; every other run 0.009-0.15 (2.3 / batch size, batch 16-256). Under 8 examples the two
+# scales are too close to tell apart.
+SUMMED_LOSS_MIN_BATCH = 8
+SUMMED_LOSS_TOLERANCE = 0.25          # |loss0 / batch - ln 10| within this share of ln 10
+
+# Outputs that lie in [0, 1] and sum to 1 per row are probabilities. Measured: double softmax,
+# 100% of steps; every other run 0% (logit rows sum to anything from -5 to 8).
+PROBABILITY_ROWSUM_TOLERANCE = 1e-3
+PROBABILITY_STEP_SHARE = 0.9          # of the steps with finite outputs
+PROBABILITY_MIN_STEPS = 5
+
+# BatchNorm's running statistics move at every train-mode step. Measured: eval mode, exactly 0/1 in
+# all 11 runs; no other run has them there after step 0.
+FROZEN_BATCHNORM_MIN_STEPS = 5
+
+# The loss should fall from the first steps. Measured: lr x100 passes 1.5x its start by step 2;
+# clean runs never pass 1.2x.
+LOSS_RISE_FACTOR = 1.5
+LOSS_RISE_WINDOW = 30                 # steps looked at by the summary
+LOSS_RISE_ONSET_WINDOW = 10           # steps within which the doctor wants the rise of a huge step
+
+# Gradients that pile up (no zero_grad) grow step after step. Measured: missing zero_grad rises in
+# 18-19 of the first 19 steps and ends 5.1-16x its start; every other run with a normal first step
+# at most 13 rises and 2.2x.
+GRAD_GROWTH_WINDOW = 20
+GRAD_GROWTH_MIN_RISES = 17            # of GRAD_GROWTH_WINDOW - 1
+GRAD_GROWTH_FACTOR = 3.0
+
+# A classifier that learns nothing predicts uniform probabilities: loss ln 10.
+CHANCE_LOSS_WINDOW = 20
+CHANCE_LOSS_TOLERANCE = 0.1           # mean of the last window within 10% of ln 10
+CHANCE_ACCURACY = 0.2                 # test accuracy below this after training: chance (0.1)
+
+# Exact zeros of the first layer's weight gradient outside whole dead rows: float16 underflow.
+# Measured: float16 without scaling 4.7-16%; float32 runs 0-1.5% (1.5% at batch 256); float16 with
+# a GradScaler 0.02%. 2.5% sits 1.9x from both sides: the tightest margin of the doctor.
+SCATTERED_ZERO_FRAC = 0.025
+SCATTERED_ZERO_WINDOW = 10
+
+# Hidden units whose weight rows get no gradient at all (dead ReLUs). Clean runs: under 10%.
+DEAD_UNIT_FRAC = 0.3                  # worth reporting at the last step
+DEAD_UNIT_MAJORITY = 0.5              # what an oversized step does to the layer
+
+# Step 0's update ||delta theta|| / ||theta||. Measured: clean runs and every break that leaves
+# the learning rate alone 1.3e-5-0.0047 (lr 0.02-0.5, batch 16-256, momentum 0 or 0.9, 10 warmup
+# steps); lr x100 0.014-0.37. 0.008 is their geometric middle, 1.7x from each.
+OVERSIZED_FIRST_UPDATE = 0.008
+
+
+# ---------------------------------------------------------------------------------------------
+# Records and shared measurements
+# ---------------------------------------------------------------------------------------------
+
+def steps(records: Records) -> Records:
+    return [r for r in records if r.get("type") == "step"]
+
+
+def epochs(records: Records) -> Records:
+    return [r for r in records if r.get("type") == "epoch"]
+
+
+def losses(st: Records) -> list[float]:
+    return [r["loss"] for r in st if r.get("loss") is not None]
+
+
+def rolling_min(values: list[float], width: int = 10) -> float | None:
+    """The lowest mean of `width` consecutive values (None with fewer values)."""
+    if len(values) < width:
+        return None
+    return min(sum(values[i:i + width]) / width for i in range(len(values) - width + 1))
+
+
+def first_update_ratio(st: Records) -> float | None:
+    return st[0].get("update_ratio") if st else None
+
+
+def per_example_scale(st: Records) -> bool:
+    """Whether the first loss is on the scale of one example's cross-entropy (about ln 10 at
+    initialisation), rather than a batch's sum of them."""
+    loss0 = st[0].get("loss") if st else None
+    return loss0 is not None and loss0 < 2 * LN10
+
+
+def scattered_zero_frac(st: Records, window: int = SCATTERED_ZERO_WINDOW) -> float | None:
+    """Mean fraction of first-layer weight-gradient entries that are exactly zero outside whole
+    dead rows, over the last `window` steps (None when the metrics lack it)."""
+    values = []
+    for r in st[-window:]:
+        zero = (r.get("zero_grad_frac_by_layer") or {}).get("fc1.weight")
+        if zero is None or r.get("dead_unit_frac") is None:
+            return None
+        values.append(zero - r["dead_unit_frac"])
+    return sum(values) / len(values) if values else None
+
+
+def is_probability_row(r: dict[str, Any]) -> bool:
+    """A step whose outputs fed to the loss lie in [0, 1] and sum to 1 per example."""
+    rowsum, low, high = r.get("logit_rowsum_mean"), r.get("logit_min"), r.get("logit_max")
+    return (rowsum is not None and low is not None and high is not None
+            and abs(rowsum - 1) < PROBABILITY_ROWSUM_TOLERANCE and low >= 0 and high <= 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# The rules: each returns what it saw when its symptom is present, else None
+# ---------------------------------------------------------------------------------------------
+
+def first_nonfinite_loss(st: Records) -> Sighting | None:
+    for r in st:
+        if not r.get("loss_finite", True):
+            return {"step": r["step"]}
+    return None
+
+
+def loss_rises_early(st: Records, window: int = LOSS_RISE_WINDOW) -> Sighting | None:
+    """The loss passes LOSS_RISE_FACTOR x its first value within the first `window` steps."""
+    if not st or st[0].get("loss") is None:
+        return None
+    first = st[0]["loss"]
+    early = [r for r in st[:window] if r.get("loss") is not None]
+    above = [r for r in early if r["loss"] > LOSS_RISE_FACTOR * first]
+    if not above:
+        return None
+    worst = max(early, key=lambda r: r["loss"])
+    return {"first": first, "step": above[0]["step"], "worst": worst["loss"], "worst_step": worst["step"],
+            "window": window}
+
+
+def grad_norm_grows(st: Records) -> Sighting | None:
+    """The global gradient norm rises at almost every one of the first steps and ends well above
+    its start."""
+    norms = [r.get("grad_norm") for r in st[:GRAD_GROWTH_WINDOW]]
+    if len(norms) < GRAD_GROWTH_WINDOW or None in norms or norms[0] <= 0:
+        return None
+    rises = sum(b > a for a, b in zip(norms, norms[1:]))
+    if rises < GRAD_GROWTH_MIN_RISES or norms[-1] <= GRAD_GROWTH_FACTOR * norms[0]:
+        return None
+    return {"rises": rises, "of": len(norms) - 1, "first": norms[0], "last": norms[-1],
+            "last_step": GRAD_GROWTH_WINDOW - 1, "ratio": norms[-1] / norms[0]}
+
+
+def initial_loss_is_summed(st: Records) -> Sighting | None:
+    """The first loss is about batch size x ln 10: summed over the batch, not averaged."""
+    if not st or st[0].get("loss") is None:
+        return None
+    loss0, batch = st[0]["loss"], st[0].get("batch_size") or 0
+    if batch < SUMMED_LOSS_MIN_BATCH or abs(loss0 / batch - LN10) > SUMMED_LOSS_TOLERANCE * LN10:
+        return None
+    return {"loss0": loss0, "batch_size": batch, "per_example": loss0 / batch}
+
+
+def outputs_are_probabilities(st: Records) -> Sighting | None:
+    """On nearly every step the outputs fed to the loss are probabilities, not logits."""
+    checked = [r for r in st if r.get("logit_rowsum_mean") is not None]
+    if len(checked) < PROBABILITY_MIN_STEPS:
+        return None
+    probability_steps = sum(is_probability_row(r) for r in checked)
+    if probability_steps < PROBABILITY_STEP_SHARE * len(checked):
+        return None
+    return {"probability_steps": probability_steps, "checked": len(checked)}
+
+
+def bn_stats_frozen(st: Records) -> Sighting | None:
+    """BatchNorm's running statistics never left their initial mean 0 / variance 1."""
+    if len(st) < FROZEN_BATCHNORM_MIN_STEPS:
+        return None
+    last = st[-1]
+    if last.get("bn_running_mean_abs") != 0.0 or last.get("bn_running_var_mean") != 1.0:
+        return None
+    if any(r.get("bn_running_mean_abs") not in (0.0, None) for r in st):
+        return None
+    return {"steps": len(st)}
+
+
+def loss_stuck_at_chance(st: Records) -> Sighting | None:
+    """After a few windows of training the loss is still ln 10."""
+    if len(st) < 3 * CHANCE_LOSS_WINDOW:
+        return None
+    tail = [r.get("loss") for r in st[-CHANCE_LOSS_WINDOW:]]
+    if None in tail:
+        return None
+    mean = sum(tail) / len(tail)
+    if abs(mean - LN10) >= CHANCE_LOSS_TOLERANCE * LN10:
+        return None
+    return {"mean": mean, "window": CHANCE_LOSS_WINDOW, "steps": len(st)}
+
+
+def chance_accuracy(ep: Records) -> Sighting | None:
+    if ep and ep[-1].get("test_acc") is not None and ep[-1]["test_acc"] < CHANCE_ACCURACY:
+        return {"test_acc": ep[-1]["test_acc"], "epochs": len(ep)}
+    return None
+
+
+def scattered_zero_grads(st: Records) -> Sighting | None:
+    """Exact zeros outside whole dead units, above SCATTERED_ZERO_FRAC over the last steps."""
+    frac = scattered_zero_frac(st)
+    if frac is None or frac <= SCATTERED_ZERO_FRAC:
+        return None
+    return {"frac": frac, "window": min(SCATTERED_ZERO_WINDOW, len(st))}
+
+
+def dead_units(st: Records) -> Sighting | None:
+    if st and (st[-1].get("dead_unit_frac") or 0) > DEAD_UNIT_FRAC:
+        return {"frac": st[-1]["dead_unit_frac"]}
+    return None
+
+
+def oversized_first_update(st: Records) -> Sighting | None:
+    """Step 0 moved the weights by more than OVERSIZED_FIRST_UPDATE of their norm."""
+    ratio = first_update_ratio(st)
+    if ratio is None or ratio <= OVERSIZED_FIRST_UPDATE:
+        return None
+    return {"ratio": ratio}
+
+
+# The rules by name, with the records each one reads ("steps" or "epochs"). The solutions' rubrics
+# name them (symptom_checks), and so does the summary's order of sentences.
+RULES: dict[str, tuple[str, Callable[[Records], Sighting | None]]] = {
+    "first_nonfinite_loss": ("steps", first_nonfinite_loss),
+    "initial_loss_is_summed": ("steps", initial_loss_is_summed),
+    "loss_rises_early": ("steps", loss_rises_early),
+    "grad_norm_grows": ("steps", grad_norm_grows),
+    "loss_stuck_at_chance": ("steps", loss_stuck_at_chance),
+    "outputs_are_probabilities": ("steps", outputs_are_probabilities),
+    "bn_stats_frozen": ("steps", bn_stats_frozen),
+    "scattered_zero_grads": ("steps", scattered_zero_grads),
+    "dead_units": ("steps", dead_units),
+    "chance_accuracy": ("epochs", chance_accuracy),
+}
+
+
+def sightings(records: Records, names=None) -> dict[str, Sighting]:
+    """The rules (all, or those named) that fire on a run, with what each saw, in RULES order."""
+    st, ep = steps(records), epochs(records)
+    seen = {}
+    for name, (kind, rule) in RULES.items():
+        if names is not None and name not in names:
+            continue
+        if (sighting := rule(st if kind == "steps" else ep)) is not None:
+            seen[name] = sighting
+    return seen
