@@ -6,7 +6,8 @@ Read it top to bottom:
   3. train_step()   one step of training, the whole of it in one block. Each place a bug can
                     hook in is marked  # BREAK HOOK: name
   4. train()        the loop around it: data, schedule, measurements, checkpoints
-  5. Command line   `python trainer.py --break huge_lr` (also `breaklab train`)
+  5. Plumbing       provenance, resume. `python trainer.py --break huge_lr` runs the command
+                    line of breaklab/commands/train.py (also `breaklab train`)
 
 train_step() is the only training step in breaklab: `breaklab triage` runs its experiments
 through it too (one batch, other learning rates, float32), never through a copy.
@@ -22,7 +23,7 @@ import os
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -30,56 +31,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from breaklab.breaks import BREAK_NAMES, MYSTERY, Break, UnknownBreak, get_break
 from breaklab import METRICS_SCHEMA_VERSION, __version__
-from breaklab.diagnostics import StepDiagnostics, finite_or_none
-from breaklab.metric_log import MetricLogger, read_metrics
+from breaklab.breaks import MYSTERY, Break, get_break
 from breaklab.canonical_setup import (SetupError, atomic_write_text, configure_determinism,
-                             environment_info, git_commit, load_checkpoint, load_dataset,
-                             minibatches, rng_state, save_checkpoint, seed_everything,
-                             set_rng_state, steps_per_epoch)
+                                      environment_info, git_commit, load_checkpoint, load_dataset,
+                                      minibatches, rng_state, save_checkpoint, seed_everything,
+                                      set_rng_state, steps_per_epoch)
+from breaklab.config import TRAINING_FIELDS, Config
+from breaklab.diagnostics import StepDiagnostics, finite_or_none
+from breaklab.metric_log import MetricLogger
 
 
 # ============================================================================
 # 1. Config
 # ============================================================================
 
-def _opt(default, help: str, **kw):
-    return field(default=default, metadata={"help": help, **kw})
-
-
-@dataclass
-class Config:
-    seed: int = _opt(42, "Seeds every RNG (Python, NumPy, torch): same seed, same bits.")
-    break_name: str = _opt("none", "The bug to switch on (see `breaklab list`), 'none', or 'mystery' "
-                           "(one picked from the seed, name hidden).", flag="--break")
-    epochs: int = _opt(3, "Total epochs of the schedule (the cosine decay spans all of them).")
-    batch_size: int = _opt(64, "Examples per step.")
-    lr: float = _opt(0.1, "Peak learning rate of SGD (reached after the warmup).")
-    momentum: float = _opt(0.9, "SGD momentum.")
-    weight_decay: float = _opt(0.0, "L2 weight decay.")
-    warmup_steps: int = _opt(10, "Steps of linear warmup before the cosine decay.")
-    clip_grad: float = _opt(0.0, "Clip the global gradient norm to this value (0: no clipping).")
-    hidden: int = _opt(256, "Width of the hidden layer.")
-    dropout: float = _opt(0.1, "Dropout probability after the hidden layer.")
-    device: str = _opt("cpu", "cpu or cuda.", choices=("cpu", "cuda"))
-    threads: int = _opt(1, "torch CPU threads. Pinned because the thread count changes the bits.")
-    amp: bool = _opt(False, "Mixed precision: float16 autocast with a GradScaler (CPU or CUDA).")
-    data: str = _opt("sample", "'sample' (bundled 4,000/1,000 real MNIST digits) or 'mnist' (full set).",
-                     choices=("sample", "mnist"))
-    data_dir: str | None = _opt(None, "With --data mnist: torchvision's root (files in DIR/MNIST/raw).")
-    download: bool = _opt(False, "With --data mnist: download MNIST if missing (needs a network).")
-    out: str = _opt("runs/latest", "Folder for metrics.jsonl, checkpoint.pt, meta.json, summary.json, report.png.")
-    resume: str | None = _opt(None, "Continue the run saved in this checkpoint.pt (same config, same bits).")
-    stop_after: int | None = _opt(None, "Stop after this many epochs of this invocation (resume later).")
-    quiet: bool = _opt(False, "No progress bar and no summary.")
-    dry_run: bool = _opt(False, "Run two steps and one evaluation only: a quick smoke test.")
-
-
-# The fields that define the training itself: saved in the checkpoint, and fixed on --resume.
-TRAINING_FIELDS = ("seed", "break_name", "epochs", "batch_size", "lr", "momentum", "weight_decay",
-                   "warmup_steps", "clip_grad", "hidden", "dropout", "device", "threads", "amp",
-                   "data", "dry_run")
+# Every option of a run, one dataclass with a line of help per field, in breaklab/config.py (so
+# that `breaklab train --help` starts without importing torch). The fields a checkpoint fixes on
+# --resume are TRAINING_FIELDS.
 
 
 # ============================================================================
@@ -208,7 +177,8 @@ def train_step(t: Training, x: torch.Tensor, y: torch.Tensor, step: int,
 # ============================================================================
 
 def train(cfg: Config) -> dict[str, Any]:
-    """Run (or resume) one training run; write its files into cfg.out; return the summary."""
+    """Run (or resume) one training run and write metrics.jsonl, checkpoint.pt and meta.json into
+    cfg.out. The summary and the figure are the measurement layer's (breaklab.run_summary)."""
     brk = get_break(cfg.break_name, seed=cfg.seed)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -292,22 +262,16 @@ def train(cfg: Config) -> dict[str, Any]:
     logger.close()
     loop_seconds = time.perf_counter() - t_loop
 
-    from breaklab.symptoms import summarize
-    summary = summarize(read_metrics(out / "metrics.jsonl"))
-    summary.update(epochs_done=epoch + 1, epochs_total=cfg.epochs, checkpoint_sha256=checkpoint_sha)
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     status = "complete" if epoch + 1 == cfg.epochs else "stopped"
     atomic_write_text(out / "meta.json", json.dumps(
         {**meta, "status": status, "checkpoint_sha256": checkpoint_sha}, indent=2) + "\n")
-    from breaklab.plots import write_report
-    write_report(out)  # report.png: the run's curves on one page, the symptom's first step marked
-    # Timings are printed, never written: they are not reproducible.
-    summary["seconds"], summary["total_seconds"] = loop_seconds, time.perf_counter() - t_start
-    return summary
+    # Timings are returned, never written: they are not reproducible.
+    return {"epochs_done": epoch + 1, "epochs_total": cfg.epochs, "checkpoint_sha256": checkpoint_sha,
+            "seconds": loop_seconds, "started": t_start}
 
 
 # ============================================================================
-# Plumbing: provenance, resume, command line
+# Plumbing: provenance and resume (the command line is breaklab/commands/train.py)
 # ============================================================================
 
 def _meta(cfg: Config, amp: bool, dataset: dict[str, Any]) -> dict[str, Any]:
@@ -362,84 +326,7 @@ def config_from_checkpoint(cfg: Config, explicit: set[str]) -> Config:
     return cfg
 
 
-def build_command():
-    """The click command, built from Config so each option's help is its field's text."""
-    import click
+if __name__ == "__main__":  # `python trainer.py ...`: the same command as `breaklab train ...`
+    from breaklab.commands.train import main
 
-    def make_option(f):
-        flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
-        kw: dict[str, Any] = {"default": f.default, "help": f.metadata["help"], "show_default": True}
-        if f.type in ("bool", bool):
-            return click.option(flag, f.name, is_flag=True, default=False, help=f.metadata["help"])
-        if "choices" in f.metadata:
-            kw["type"] = click.Choice(f.metadata["choices"])
-        elif f.name == "seed":
-            kw["type"] = click.IntRange(0, 2**32 - 1)
-        elif f.name in ("epochs", "batch_size", "threads", "hidden"):
-            kw["type"] = click.IntRange(min=1)
-        elif f.name in ("warmup_steps",):
-            kw["type"] = click.IntRange(min=0)
-        elif f.name == "stop_after":
-            kw["type"] = click.IntRange(min=1)
-        elif f.name in ("lr", "momentum", "weight_decay", "clip_grad", "dropout"):
-            kw["type"] = click.FloatRange(min=0.0)
-        elif f.name == "resume":
-            kw["type"] = click.Path(dir_okay=False)
-        return click.option(flag, f.name, **kw)
-
-    @click.command(name="train", context_settings={"help_option_names": ["-h", "--help"]})
-    @click.pass_context
-    def command(ctx, **kwargs):
-        """Train the MLP on MNIST with one break switched on (or none).
-
-        Writes metrics.jsonl, checkpoint.pt (+ .sha256), meta.json, summary.json and report.png
-        into --out.
-        """
-        cfg = Config(**kwargs)
-        explicit = {k for k in kwargs
-                    if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
-        run_from_cli(cfg, explicit)
-
-    for f in fields(Config):  # an option added to a built command goes last: keep Config's order
-        command = make_option(f)(command)
-    return command
-
-
-def run_from_cli(cfg: Config, explicit: set[str]) -> dict[str, Any]:
-    import click
-
-    if cfg.break_name not in ["none"] + BREAK_NAMES + [MYSTERY]:
-        raise click.UsageError(f"unknown break {cfg.break_name!r}; valid breaks: "
-                               f"{', '.join(['none'] + BREAK_NAMES + [MYSTERY])} (see `breaklab list`)")
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise click.UsageError("--device cuda: no CUDA device is available here; use --device cpu")
-    if cfg.data == "mnist" and not cfg.data_dir:
-        raise click.UsageError("--data mnist needs --data-dir DIR (the folder that holds MNIST/raw)")
-    out = Path(cfg.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise click.UsageError(f"cannot write to output folder {out} ({e.strerror}); choose another --out")
-    try:
-        if cfg.resume:
-            cfg = config_from_checkpoint(cfg, explicit)
-        summary = train(cfg)
-    except (SetupError, UnknownBreak) as e:
-        raise click.ClickException(str(e)) from None
-    if not cfg.quiet:
-        from breaklab.symptoms import format_summary
-        what = (f"break {cfg.break_name}, seed {cfg.seed}, {cfg.epochs} epochs, batch {cfg.batch_size}, "
-                f"lr {cfg.lr}, {cfg.device}, {cfg.threads} thread(s), data {cfg.data}")
-        click.echo(format_summary(summary, cfg.out, what))
-    return summary
-
-
-def main(argv: list[str] | None = None) -> None:
-    build_command()(args=argv, prog_name="trainer.py")
-
-
-if __name__ == "__main__":
-    main()
+    main(prog_name="trainer.py")

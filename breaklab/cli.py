@@ -6,22 +6,7 @@ import click
 from breaklab import __version__
 
 
-class _Group(click.Group):
-    """`train` is built from breaklab.trainer.py's Config, and trainer.py imports torch (2 s): it is
-    loaded only when asked for, so that pack, doctor, compare... start without torch."""
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*super().list_commands(ctx), "train"})
-
-    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name == "train" and name not in self.commands:
-            from breaklab.trainer import build_command
-
-            self.add_command(build_command(), "train")
-        return super().get_command(ctx, name)
-
-
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="breaklab")
 def cli() -> None:
     """breaklab: cause a silent ML training bug on purpose, watch its symptom, diagnose it,
@@ -47,9 +32,11 @@ def _register() -> None:
     from breaklab.commands.plot import plot
     from breaklab.commands.reveal import reveal
     from breaklab.commands.submit import submit
+    from breaklab.commands.train import build_command as build_train_command
     from breaklab.commands.triage import triage
 
-    cli.add_command(list_breaks)  # `train` is added by _Group on first use
+    cli.add_command(build_train_command(), "train")
+    cli.add_command(list_breaks)
     cli.add_command(pack)
     cli.add_command(doctor)
     cli.add_command(triage)

@@ -197,8 +197,8 @@ def validate_records(records: list[dict[str, Any]], where: str) -> None:
         if kind not in ("step", "epoch"):
             continue
 
-        def bad(field: str, want: str) -> RunReadError:
-            return RunReadError(f"{where}: record {i} ({kind}) has {field!r} = {rec.get(field)!r}, "
+        def bad(name: str, want: str) -> RunReadError:
+            return RunReadError(f"{where}: record {i} ({kind}) has {name!r} = {rec.get(name)!r}, "
                                 f"expected {want}; the file is damaged or not a breaklab metrics file")
 
         for field in ("step", "epoch"):

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from breaklab import rules
-from breaklab.rules import epochs, scattered_zero_frac, steps  # noqa: F401 (the summary's readers use them)
 
 # How the summary words each rule's sighting, in the order the summary prints them.
 SENTENCES: dict[str, Callable[[dict[str, Any]], str]] = {
@@ -47,7 +46,7 @@ def sentence(name: str, records_of_kind: list[dict[str, Any]]) -> str | None:
 
 
 def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
-    st, ep = steps(records), epochs(records)
+    st, ep = rules.steps(records), rules.epochs(records)
     observations = [SENTENCES[name](seen) for name, seen in rules.sightings(records).items()]
     last = ep[-1] if ep else {}
     return {

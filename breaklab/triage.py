@@ -238,7 +238,7 @@ class Triage:
             permuted += int(torch.equal(torch.sort(y_used).values, torch.sort(y).values))
         frac = matches / total
         saw.append(f"labels fed to the loss vs the dataset's labels of those inputs, first 5 batches: "
-                   f"{100 * frac:.0f}% equal" + (f" (each batch holds the same labels, in another order)"
+                   f"{100 * frac:.0f}% equal" + (" (each batch holds the same labels, in another order)"
                                                  if permuted == 5 and frac < 0.99 else ""))
         if self.out_dir is not None:
             x0, y0 = self.batch(0)

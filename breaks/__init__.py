@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+from breaklab import catalogue
 from breaklab.breaks.amp_no_scaling import AmpNoScaling
 from breaklab.breaks.base import Break
 from breaklab.breaks.double_softmax import DoubleSoftmax
@@ -24,7 +25,7 @@ BREAK_NAMES = [name for name in REGISTRY if name != "none"]
 
 # Mystery mode: `--break mystery` picks one break, or none, from the seed and records only the
 # word "mystery". The choice is a fixed function of the seed (see mystery_choice).
-MYSTERY = "mystery"
+MYSTERY = catalogue.MYSTERY
 
 
 def mystery_choice(seed: int) -> str:
@@ -47,6 +48,4 @@ def get_break(name: str, seed: int = 0) -> Break:
     try:
         return REGISTRY[name](seed=seed)
     except KeyError:
-        raise UnknownBreak(
-            f"unknown break {name!r}; valid breaks: {', '.join(['none'] + BREAK_NAMES)}"
-        ) from None
+        raise UnknownBreak(catalogue.unknown_message(name)) from None

@@ -32,7 +32,8 @@ class Run:
 @pytest.fixture(scope="session")
 def train_run(tmp_path_factory) -> Callable[..., Run]:
     """train_run(break_name="none", **config) -> Run, trained in-process once per configuration."""
-    from breaklab.trainer import Config, train
+    from breaklab.run_summary import train_and_summarize as train
+    from breaklab.trainer import Config
 
     cache: dict[tuple, Run] = {}
 

@@ -2,9 +2,13 @@
 benchmarks/README.md). bench_demo_overhead.py and bench_grading.py take minutes and are not run here."""
 from __future__ import annotations
 
+import pytest
+
 import subprocess
 import sys
 from pathlib import Path
+
+pytestmark = pytest.mark.slow  # these tests train (the training tier)
 
 ROOT = Path(__file__).resolve().parent.parent
 

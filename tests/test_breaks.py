@@ -11,6 +11,8 @@ import pytest
 
 from breaklab.breaks import BREAK_NAMES, REGISTRY, get_break
 
+pytestmark = pytest.mark.slow  # these tests train (the training tier)
+
 LN10 = math.log(10)
 
 

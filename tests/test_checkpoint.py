@@ -9,6 +9,8 @@ import torch
 
 from breaklab.canonical_setup import SetupError, load_checkpoint
 
+pytestmark = pytest.mark.slow  # these tests train (the training tier)
+
 
 @pytest.fixture(scope="module")
 def run(train_run):

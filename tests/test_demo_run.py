@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # these tests train (the training tier)
+
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "demo_run.sh"
 

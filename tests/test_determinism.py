@@ -1,9 +1,14 @@
 """One seed in, bit-identical metrics and checkpoint out; resume gives the same final bytes."""
 from __future__ import annotations
 
+import pytest
+
 import hashlib
 
-from breaklab.trainer import Config, train
+from breaklab.run_summary import train_and_summarize as train
+from breaklab.trainer import Config
+
+pytestmark = pytest.mark.slow  # these tests train (the training tier)
 
 
 def sha(path) -> str:
@@ -15,7 +20,7 @@ def run(out, **kw):
     return out
 
 
-def test_same_seed_gives_identical_bytes(tmp_path, train_run):
+def test_same_seed_gives_identical_bytes(tmp_path):
     a = run(tmp_path / "a", seed=7)
     b = run(tmp_path / "b", seed=7)
     for name in ("metrics.jsonl", "checkpoint.pt", "checkpoint.pt.sha256", "summary.json"):

@@ -17,6 +17,8 @@ from breaklab.cli import cli
 from breaklab.doctor import DETECTORS, RunReadError, diagnose, load_run
 from breaklab.breaks import BREAK_NAMES
 
+pytestmark = pytest.mark.slow  # these tests train (the training tier)
+
 # Three seeds at the default batch size and learning rate (1 epoch), and two configurations that
 # change batch size, learning rate and epochs together.
 CONFIGS = {

@@ -22,6 +22,8 @@ from breaklab.grader.rubric import WEIGHTS
 
 import submission_fixtures as fx
 
+pytestmark = pytest.mark.slow  # these tests train (the training tier)
+
 
 @pytest.fixture(scope="module")
 def grades():

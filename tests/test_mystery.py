@@ -18,6 +18,8 @@ from breaklab.doctor import diagnose, load_run
 from breaklab.triage import Triage, TriageSetup
 from breaklab.breaks import BREAK_NAMES, get_break, mystery_choice
 
+pytestmark = pytest.mark.slow  # these tests train (the training tier)
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

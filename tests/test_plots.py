@@ -13,6 +13,8 @@ from breaklab.cli import cli
 from breaklab.doctor import diagnose, load_run
 from breaklab.plots import report_png, write_report
 
+pytestmark = pytest.mark.slow  # these tests train (the training tier)
+
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -23,7 +25,8 @@ def png_size(data: bytes) -> tuple[int, int]:
 
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory):
-    from breaklab.trainer import Config, train
+    from breaklab.run_summary import train_and_summarize as train
+    from breaklab.trainer import Config
 
     out = {}
     for name in ("huge_lr", "none"):

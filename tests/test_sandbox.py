@@ -24,6 +24,8 @@ import pytest
 
 import submission_fixtures as fx
 
+pytestmark = pytest.mark.slow  # these tests train (the training tier)
+
 MARK = "breaklab-sandbox-test-4f2a"
 OUTSIDE = Path("/tmp") / f"{MARK}-written-outside"
 TIMEOUT = 30  # per re-run; a real 1-epoch re-run takes about 5-10 s here (mostly importing torch)

@@ -23,6 +23,8 @@ from breaklab.solutions import fix_patch, names, rubric, writeup
 
 import submission_fixtures as fx
 
+pytestmark = pytest.mark.slow  # these tests train (the training tier)
+
 
 def test_every_break_has_a_solution():
     assert names() == sorted(BREAK_NAMES) == fx.BREAKS

@@ -18,6 +18,8 @@ from breaklab.submission import (MAX_WORDS, SubmitError, check_report, parse_sym
                                  sections_present, word_count)
 from breaklab.grader import gitrepo, intake
 
+pytestmark = pytest.mark.slow  # these tests train (the training tier)
+
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "reports" / "TEMPLATE.md"
 SEED, EPOCHS = 42, 1

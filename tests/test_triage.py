@@ -10,6 +10,8 @@ from breaklab.cli import cli
 from breaklab.triage import Triage, TriageSetup
 from breaklab.breaks import BREAK_NAMES
 
+pytestmark = pytest.mark.slow  # these tests train (the training tier)
+
 # The step that should establish each cause, by the procedure's order of cost and information.
 ESTABLISHED_AT = {"label_permute": 2, "loss_sum": 3, "double_softmax": 3, "missing_zero_grad": 4,
                   "huge_lr": 5, "amp_no_scaling": 6, "eval_mode": 8}

@@ -28,7 +28,8 @@ def triage(run: Path | None, seed, break_name, batch_size, lr, amp, out_dir) -> 
     """
     from breaklab.doctor import RunReadError, read_run_files
     from breaklab.triage import Triage, TriageSetup, format_verdict
-    from breaklab.breaks import BREAK_NAMES, MYSTERY, UnknownBreak
+    from breaklab import catalogue
+    from breaklab.breaks import UnknownBreak
     from breaklab.canonical_setup import SetupError
     import json
 
@@ -48,11 +49,10 @@ def triage(run: Path | None, seed, break_name, batch_size, lr, amp, out_dir) -> 
             setattr(setup, name, value)
     if amp:
         setup.amp = True
-    if setup.break_name not in ["none"] + BREAK_NAMES + [MYSTERY]:
-        raise click.UsageError(f"unknown break {setup.break_name!r}; valid: "
-                               f"{', '.join(['none'] + BREAK_NAMES + [MYSTERY])}")
+    if not catalogue.is_known(setup.break_name):
+        raise click.UsageError(catalogue.unknown_message(setup.break_name))
     out_dir = out_dir or Path("runs") / f"triage_{setup.seed}"
-    shown = "mystery (hidden)" if setup.break_name == MYSTERY else setup.break_name
+    shown = "mystery (hidden)" if setup.break_name == catalogue.MYSTERY else setup.break_name
     click.echo(f"triage:  code {shown}, seed {setup.seed}, batch {setup.batch_size}, lr {setup.lr:g}"
                f"{', amp' if setup.amp else ''}; stops at the first step that establishes a cause\n")
     try:
