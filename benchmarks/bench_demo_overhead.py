@@ -43,8 +43,9 @@ def attribute_phases() -> None:
     """Child mode: one trainer run like demo_run.sh's, with the trainer's phases timed."""
     sys.path.insert(0, str(ROOT))
     t_start = time.perf_counter()
-    from breaklab import trainer  # noqa: imports torch
+    from breaklab import run_summary, trainer  # noqa: imports torch
     import breaklab.plots
+    from breaklab.commands.train import build_command
     from breaklab.diagnostics import StepDiagnostics
 
     phases: Counter = Counter()
@@ -59,8 +60,9 @@ def attribute_phases() -> None:
         return wrapper
 
     for name in ("configure_determinism", "load_dataset", "evaluate", "save_checkpoint",
-                 "git_commit", "environment_info", "read_metrics"):
+                 "git_commit", "environment_info"):
         setattr(trainer, name, timed(getattr(trainer, name), name))
+    run_summary.read_metrics = timed(run_summary.read_metrics, "read_metrics")
     breaklab.plots.write_report = timed(breaklab.plots.write_report, "write_report (report.png)")
     StepDiagnostics.before_step = timed(StepDiagnostics.before_step, "diagnostics")
     StepDiagnostics.after_step = timed(StepDiagnostics.after_step, "diagnostics")
@@ -68,7 +70,7 @@ def attribute_phases() -> None:
     out = Path(tempfile.mkdtemp(prefix="breaklab-demo-bench-")) / "run"
     t0 = time.perf_counter()
     try:
-        trainer.build_command()(args=["--seed", "42", "--break", "huge_lr", "--out", str(out), "--quiet"],
+        build_command()(args=["--seed", "42", "--break", "huge_lr", "--out", str(out), "--quiet"],
                                 standalone_mode=False)
     finally:
         total = time.perf_counter() - t0

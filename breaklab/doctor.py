@@ -155,8 +155,8 @@ def load_run(path: Path | str) -> Run:
     warnings: list[str] = []
     records = _parse_metrics(files["metrics.jsonl"].decode("utf-8", errors="replace"), str(path), warnings)
     validate_records(records, f"{path}/metrics.jsonl")
-    st, ep = rules.steps(records), rules.epochs(records)
-    if not st:
+    steps, epochs = rules.step_records(records), rules.epoch_records(records)
+    if not steps:
         raise RunReadError(f"{path}: metrics.jsonl has no training steps; the run stopped before step 0")
     model_state = load_model_state(files["checkpoint.pt"]) if "checkpoint.pt" in files else None
     meta = None
@@ -165,7 +165,7 @@ def load_run(path: Path | str) -> Run:
             meta = json.loads(files["meta.json"])
         except ValueError:
             warnings.append("meta.json is not valid JSON; ignored")
-    return Run(str(path), st, ep, model_state, meta if isinstance(meta, dict) else None, warnings)
+    return Run(str(path), steps, epochs, model_state, meta if isinstance(meta, dict) else None, warnings)
 
 
 # The value types of schema v1 (docs/METRICS.md). A record that breaks them is refused with the
@@ -201,22 +201,22 @@ def validate_records(records: list[dict[str, Any]], where: str) -> None:
             return RunReadError(f"{where}: record {i} ({kind}) has {name!r} = {rec.get(name)!r}, "
                                 f"expected {want}; the file is damaged or not a breaklab metrics file")
 
-        for field in ("step", "epoch"):
-            if not isinstance(rec.get(field), int) or isinstance(rec.get(field), bool):
-                raise bad(field, "an integer")
-        for field in _INT_FIELDS:
-            if field in rec and (not isinstance(rec[field], int) or isinstance(rec[field], bool)):
-                raise bad(field, "an integer")
-        for field in _NUMBER_FIELDS:
-            if rec.get(field) is not None and not _is_number(rec[field]):
-                raise bad(field, "a number or null")
-        for field in _LAYER_FIELDS:
-            if field in rec and not (isinstance(rec[field], dict) and all(
-                    v is None or _is_number(v) for v in rec[field].values())):
-                raise bad(field, "an object of per-layer numbers")
-        for field in _FLAG_FIELDS:
-            if field in rec and not isinstance(rec[field], bool):
-                raise bad(field, "true or false")
+        for key in ("step", "epoch"):
+            if not isinstance(rec.get(key), int) or isinstance(rec.get(key), bool):
+                raise bad(key, "an integer")
+        for key in _INT_FIELDS:
+            if key in rec and (not isinstance(rec[key], int) or isinstance(rec[key], bool)):
+                raise bad(key, "an integer")
+        for key in _NUMBER_FIELDS:
+            if rec.get(key) is not None and not _is_number(rec[key]):
+                raise bad(key, "a number or null")
+        for key in _LAYER_FIELDS:
+            if key in rec and not (isinstance(rec[key], dict) and all(
+                    v is None or _is_number(v) for v in rec[key].values())):
+                raise bad(key, "an object of per-layer numbers")
+        for key in _FLAG_FIELDS:
+            if key in rec and not isinstance(rec[key], bool):
+                raise bad(key, "true or false")
 
 
 def _parse_metrics(text: str, where: str, warnings: list[str]) -> list[dict[str, Any]]:
@@ -255,32 +255,32 @@ def _finding(name: str, category: str, score: float, evidence: list[str], onset_
 # (breaklab.rules); each detector adds the preconditions that tie a symptom to one cause.
 # ============================================================================
 
-def detect_summed_loss(st: list[dict], ep: list[dict], model: dict | None) -> Finding | None:
+def detect_summed_loss(steps: list[dict], epochs: list[dict], model: dict | None) -> Finding | None:
     """Objective. A mean cross-entropy over 10 classes starts at ln 10 = 2.30 (the output layer
     starts near zero); a sum over the batch starts at batch_size x 2.30 (rules.initial_loss_is_summed)."""
-    seen = rules.initial_loss_is_summed(st)
+    seen = rules.initial_loss_is_summed(steps)
     if seen is None:
         return None
     loss0, batch = seen["loss0"], seen["batch_size"]
     evidence = [f"step 0: loss {loss0:.1f} = {batch} x {seen['per_example']:.2f}, i.e. batch size x ln 10 "
                 f"(2.30): the loss is summed over the batch, not averaged"]
-    first_norm = st[0].get("grad_norm")
+    first_norm = steps[0].get("grad_norm")
     if first_norm:
         evidence.append(f"step 0: gradient norm {first_norm:.3g}, about {batch} times the 1.4-3.3 a mean loss gives")
     return _finding("loss_sum", "objective", 0.95, evidence, 0, f"step 0: loss {loss0:.3g} = {batch} x ln 10")
 
 
-def detect_probability_outputs(st: list[dict], ep: list[dict], model: dict | None) -> Finding | None:
+def detect_probability_outputs(steps: list[dict], epochs: list[dict], model: dict | None) -> Finding | None:
     """Objective. F.cross_entropy expects logits (any real numbers). If every output row the loss
     sees lies in [0, 1] and sums to 1, softmax was applied first, and the loss has a floor
     (about 1.46: the largest logit gap it can see is 1). Rule: rules.outputs_are_probabilities."""
-    seen = rules.outputs_are_probabilities(st)
+    seen = rules.outputs_are_probabilities(steps)
     if seen is None:
         return None
     evidence = [f"the outputs fed to the loss lie in [0, 1] and sum to 1 per example on "
                 f"{seen['probability_steps']} of {seen['checked']} steps: they are probabilities, not logits"]
-    low = rules.rolling_min(rules.losses(st))
-    acc = max((e.get("train_acc") or 0 for e in ep), default=None)
+    low = rules.rolling_min(rules.losses(steps))
+    acc = max((e.get("train_acc") or 0 for e in epochs), default=None)
     if low is not None:
         evidence.append(f"the training loss never fell below {low:.2f} (lowest 10-step mean)"
                         + (f" although train accuracy reached {acc:.2f}" if acc else "")
@@ -288,41 +288,41 @@ def detect_probability_outputs(st: list[dict], ep: list[dict], model: dict | Non
     return _finding("double_softmax", "objective", 0.95, evidence, 0, "step 0: outputs sum to 1 (probabilities)")
 
 
-def detect_frozen_batchnorm(st: list[dict], ep: list[dict], model: dict | None) -> Finding | None:
+def detect_frozen_batchnorm(steps: list[dict], epochs: list[dict], model: dict | None) -> Finding | None:
     """Train/eval mode. In train mode BatchNorm updates its running mean and variance at every
     step; in eval mode it never does (rules.bn_stats_frozen). The checkpoint's
     num_batches_tracked (0 in eval mode) corroborates."""
-    if rules.bn_stats_frozen(st) is None:
+    if rules.bn_stats_frozen(steps) is None:
         return None
     evidence = [f"BatchNorm running mean stayed exactly 0 and running variance exactly 1 for all "
-                f"{len(st)} steps; a training-mode step moves them at step 0"]
+                f"{len(steps)} steps; a training-mode step moves them at step 0"]
     score = 0.93
     tracked = (model or {}).get("bn1.num_batches_tracked")
     if tracked is not None and int(tracked) == 0:
         evidence.append("checkpoint: bn1.num_batches_tracked = 0: BatchNorm never counted a training batch")
         score = 0.97
-    dead = st[-1].get("dead_unit_frac")
+    dead = steps[-1].get("dead_unit_frac")
     if dead:
         evidence.append(f"last step: {100 * dead:.0f}% of hidden units got no gradient (batch statistics "
                         f"would have re-centred them)")
     return _finding("eval_mode", "train/eval mode", score, evidence, 0, "BatchNorm statistics never move")
 
 
-def detect_accumulating_gradients(st: list[dict], ep: list[dict], model: dict | None) -> Finding | None:
+def detect_accumulating_gradients(steps: list[dict], epochs: list[dict], model: dict | None) -> Finding | None:
     """Optimization step. Without zero_grad, each step's .grad is the sum of all gradients so
     far: step 0 is normal, then the gradient norm grows almost every step, roughly with the step
     count (rules.grad_norm_grows). Preconditions: step 0's update is normal-sized and the loss
     per-example (a summed loss or a huge learning rate also grows gradients, for other reasons)."""
-    seen = rules.grad_norm_grows(st)
-    first_update = rules.first_update_ratio(st)
+    seen = rules.grad_norm_grows(steps)
+    first_update = rules.first_update_ratio(steps)
     if (seen is None or first_update is None or first_update > rules.OVERSIZED_FIRST_UPDATE
-            or not rules.per_example_scale(st)):
+            or not rules.per_example_scale(steps)):
         return None
-    onset = next(r["step"] for r in st[:rules.GRAD_GROWTH_WINDOW] if r["grad_norm"] > 2 * seen["first"])
+    onset = next(r["step"] for r in steps[:rules.GRAD_GROWTH_WINDOW] if r["grad_norm"] > 2 * seen["first"])
     evidence = [f"global gradient norm rose in {seen['rises']} of the first {seen['of']} steps: "
                 f"{seen['first']:.3g} at step 0 -> {seen['last']:.3g} at step {seen['last_step']} "
                 f"({seen['ratio']:.0f}x), growing like a running sum"]
-    if rise := symptoms.sentence("loss_rises_early", st):
+    if rise := symptoms.sentence("loss_rises_early", steps):
         evidence.append(rise)
     evidence.append(f"step 0 was a normal step (update {100 * first_update:.2f}% of the weights): the growth "
                     f"comes after it, as gradients pile up")
@@ -330,32 +330,32 @@ def detect_accumulating_gradients(st: list[dict], ep: list[dict], model: dict | 
                     f"step {onset}: grad norm 2x step 0's and growing")
 
 
-def detect_oversized_steps(st: list[dict], ep: list[dict], model: dict | None) -> Finding | None:
+def detect_oversized_steps(steps: list[dict], epochs: list[dict], model: dict | None) -> Finding | None:
     """Optimization step. A learning rate far too large moves the weights by a large fraction of
     their norm at the very first step (rules.oversized_first_update); the loss then rises and ReLU
     units die. Preconditions: the loss is on a per-example scale (a summed loss makes steps large
     for another reason), and a consequence is seen: the loss above 1.5x its start within 10 steps,
     or half the hidden units dead. Measured: lr x100 gives 0.014-0.37, a rise within the first
     steps, and up to 95-100% dead units."""
-    seen = rules.oversized_first_update(st)
-    if seen is None or not rules.per_example_scale(st):
+    seen = rules.oversized_first_update(steps)
+    if seen is None or not rules.per_example_scale(steps):
         return None
-    loss0 = st[0]["loss"]
-    rise = next((r for r in st[:rules.LOSS_RISE_ONSET_WINDOW]
+    loss0 = steps[0]["loss"]
+    rise = next((r for r in steps[:rules.LOSS_RISE_ONSET_WINDOW]
                  if r.get("loss") is None or r["loss"] > rules.LOSS_RISE_FACTOR * loss0), None)
-    dead = max((r.get("dead_unit_frac") or 0 for r in st), default=0)
+    dead = max((r.get("dead_unit_frac") or 0 for r in steps), default=0)
     if rise is None and dead < rules.DEAD_UNIT_MAJORITY:
         return None
     evidence = [f"step 0: one update moved the weights by {100 * seen['ratio']:.1f}% of their norm; runs "
                 f"with a sound learning rate move them by less than 0.5% at step 0"]
     if rise is not None:
-        worst = max(st[:rules.LOSS_RISE_WINDOW], key=lambda r: r["loss"] if r.get("loss") is not None else math.inf)
+        worst = max(steps[:rules.LOSS_RISE_WINDOW], key=lambda r: r["loss"] if r.get("loss") is not None else math.inf)
         what = "non-finite" if worst.get("loss") is None else f"{worst['loss']:.3g}"
         evidence.append(f"step {rise['step']}: loss above {rules.LOSS_RISE_FACTOR}x its start ({loss0:.2f}); "
                         f"it reached {what} at step {worst['step']}")
     if dead >= rules.DEAD_UNIT_MAJORITY:
         evidence.append(f"up to {100 * dead:.0f}% of hidden units got no gradient at all (dead ReLUs)")
-    peak_lr = max((r.get("lr") or 0 for r in st), default=0)
+    peak_lr = max((r.get("lr") or 0 for r in steps), default=0)
     evidence.append(f"the optimizer's learning rate peaked at {peak_lr:.3g} (logged lr)")
     onset = rise["step"] if rise is not None else 0
     return _finding("huge_lr", "optimization step", 0.9, evidence, onset,
@@ -363,19 +363,19 @@ def detect_oversized_steps(st: list[dict], ep: list[dict], model: dict | None) -
                     fix_detail=f" (it ran at up to {peak_lr:.3g})")
 
 
-def detect_fp16_underflow(st: list[dict], ep: list[dict], model: dict | None) -> Finding | None:
+def detect_fp16_underflow(steps: list[dict], epochs: list[dict], model: dict | None) -> Finding | None:
     """Numerics. float16 rounds magnitudes below about 6e-8 to zero. Unscaled float16 gradients
     then have scattered exact-zero entries, unlike dead ReLUs, which zero whole rows
     (rules.scattered_zero_grads). Precondition: a loss scale of 1.0 on every step, i.e. no
     GradScaler scaled the loss."""
-    seen = rules.scattered_zero_grads(st)
-    if seen is None or {r.get("amp_scale") for r in st} != {1.0}:
+    seen = rules.scattered_zero_grads(steps)
+    if seen is None or {r.get("amp_scale") for r in steps} != {1.0}:
         return None  # a GradScaler was active: underflow despite scaling is not this fault
     limit = rules.SCATTERED_ZERO_FRAC
-    onset = next((r["step"] for r in st
+    onset = next((r["step"] for r in steps
                   if ((r.get("zero_grad_frac_by_layer") or {}).get("fc1.weight") or 0)
-                  - (r.get("dead_unit_frac") or 0) > limit), st[-1]["step"])
-    first = (st[0].get("zero_grad_frac_by_layer") or {}).get("fc1.weight") or 0
+                  - (r.get("dead_unit_frac") or 0) > limit), steps[-1]["step"])
+    first = (steps[0].get("zero_grad_frac_by_layer") or {}).get("fc1.weight") or 0
     evidence = [f"last {seen['window']} steps: {100 * seen['frac']:.1f}% of first-layer weight-gradient "
                 f"entries are exactly zero outside dead units (scattered, not whole rows): float16 underflow",
                 f"the zeros grow as the gradients shrink: {100 * first:.1f}% at step 0, above "
@@ -391,7 +391,7 @@ NO_SIGNAL_LOSS_SHARE = 0.9
 NO_SIGNAL_MIN_MEDIAN_UPDATE = 5e-4
 
 
-def detect_labels_carry_no_signal(st: list[dict], ep: list[dict], model: dict | None) -> Finding | None:
+def detect_labels_carry_no_signal(steps: list[dict], epochs: list[dict], model: dict | None) -> Finding | None:
     """Data / target. When the labels do not belong to the inputs, nothing can be learned: the
     loss stays at ln 10 (uniform predictions) and accuracy at chance, although the steps are of
     normal size and nothing diverges.
@@ -401,26 +401,26 @@ def detect_labels_carry_no_signal(st: list[dict], ep: list[dict], model: dict | 
     is not tiny. Measured: shuffled labels, lowest 10-step mean 1.0 x ln 10 and best train
     accuracy 0.09-0.11; the other runs that stay above 0.9 x ln 10 either reach train accuracy
     0.34 or more (missing zero_grad) or take an oversized first step (lr x100, summed loss)."""
-    loss_values = rules.losses(st)
+    loss_values = rules.losses(steps)
     low = rules.rolling_min(loss_values)
-    if low is None or low < NO_SIGNAL_LOSS_SHARE * LN10 or len(loss_values) < len(st):
+    if low is None or low < NO_SIGNAL_LOSS_SHARE * LN10 or len(loss_values) < len(steps):
         return None
-    accs = [e.get("train_acc") for e in ep]
+    accs = [e.get("train_acc") for e in epochs]
     if not accs or None in accs or max(accs) >= rules.CHANCE_ACCURACY:
         return None
-    first_update = rules.first_update_ratio(st)
-    updates = [r["update_ratio"] for r in st if r.get("update_ratio") is not None]
-    if first_update is None or first_update > rules.OVERSIZED_FIRST_UPDATE or not rules.per_example_scale(st):
+    first_update = rules.first_update_ratio(steps)
+    updates = [r["update_ratio"] for r in steps if r.get("update_ratio") is not None]
+    if first_update is None or first_update > rules.OVERSIZED_FIRST_UPDATE or not rules.per_example_scale(steps):
         return None
     if not updates or statistics.median(updates) < NO_SIGNAL_MIN_MEDIAN_UPDATE:
         return None
-    evidence = [f"the training loss stayed at ln 10 = 2.30 for all {len(st)} steps (lowest 10-step mean "
+    evidence = [f"the training loss stayed at ln 10 = 2.30 for all {len(steps)} steps (lowest 10-step mean "
                 f"{low:.2f}): the model predicts no better than uniform",
                 "train accuracy per epoch " + ", ".join(f"{a:.2f}" for a in accs) + ": chance is 0.10",
                 f"the steps were normal-sized (median update {100 * statistics.median(updates):.2f}% of the "
                 f"weights) and nothing diverged: the inputs carry no information about these labels"]
-    if ep and ep[-1].get("test_acc") is not None:
-        evidence.append(f"test accuracy {ep[-1]['test_acc']:.3f} after {len(ep)} epoch(s)")
+    if epochs and epochs[-1].get("test_acc") is not None:
+        evidence.append(f"test accuracy {epochs[-1]['test_acc']:.3f} after {len(epochs)} epoch(s)")
     return _finding("label_permute", "data / target", 0.85, evidence, 0, "loss stays at ln 10 from step 0")
 
 
@@ -465,10 +465,10 @@ class Diagnosis:
         }
 
 
-def learned(st: list[dict]) -> bool:
+def learned(steps: list[dict]) -> bool:
     """Whether the loss fell: the mean of the last 10 losses is below half the first loss, with
     every loss finite. Measured: clean runs end at 0.02-0.18 x their first loss."""
-    losses = [r.get("loss") for r in st]
+    losses = [r.get("loss") for r in steps]
     if None in losses or len(losses) < 10:
         return False
     return sum(losses[-10:]) / 10 < 0.5 * losses[0]
@@ -476,24 +476,24 @@ def learned(st: list[dict]) -> bool:
 
 def diagnose(run: Run) -> Diagnosis:
     """Run every detector on the run's measurements, rank what fired, and decide."""
-    st, ep, model = run.steps, run.epochs, run.model_state
-    findings = sorted((f for d in DETECTORS if (f := d(st, ep, model))), key=lambda f: -f.score)
-    observations = [msg for name in OBSERVATIONS if (msg := symptoms.sentence(name, st))]
-    if msg := symptoms.sentence("chance_accuracy", ep):
+    steps, epochs, model = run.steps, run.epochs, run.model_state
+    findings = sorted((f for d in DETECTORS if (f := d(steps, epochs, model))), key=lambda f: -f.score)
+    observations = [msg for name in OBSERVATIONS if (msg := symptoms.sentence(name, steps))]
+    if msg := symptoms.sentence("chance_accuracy", epochs):
         observations.append(msg)
     if findings:
         top = findings[0]
         second = findings[1].score if len(findings) > 1 else 0.0
         confidence = max(0.05, min(0.99, top.score - 0.5 * second))
         return Diagnosis(top.name, confidence, findings, top.next_check, top.suggested_fix,
-                         observations, top.onset_step, top.onset, len(st))
-    if learned(st) and not observations:
-        ratio = sum(r["loss"] for r in st[-10:]) / 10 / st[0]["loss"]
+                         observations, top.onset_step, top.onset, len(steps))
+    if learned(steps) and not observations:
+        ratio = sum(r["loss"] for r in steps[-10:]) / 10 / steps[0]["loss"]
         confidence = 0.9 if ratio < 0.25 else 0.7
         return Diagnosis("healthy", confidence, [], remedy("healthy").next_check, "none", observations,
-                         None, None, len(st))
+                         None, None, len(steps))
     return Diagnosis("unknown", 0.0, [], remedy("unknown").next_check, "none known yet",
-                     observations or ["the loss did not fall below half its start"], None, None, len(st))
+                     observations or ["the loss did not fall below half its start"], None, None, len(steps))
 
 
 def format_diagnosis(run: Run, diagnosis: Diagnosis) -> str:

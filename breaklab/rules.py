@@ -81,16 +81,16 @@ OVERSIZED_FIRST_UPDATE = 0.008
 # Records and shared measurements
 # ---------------------------------------------------------------------------------------------
 
-def steps(records: Records) -> Records:
+def step_records(records: Records) -> Records:
     return [r for r in records if r.get("type") == "step"]
 
 
-def epochs(records: Records) -> Records:
+def epoch_records(records: Records) -> Records:
     return [r for r in records if r.get("type") == "epoch"]
 
 
-def losses(st: Records) -> list[float]:
-    return [r["loss"] for r in st if r.get("loss") is not None]
+def losses(steps: Records) -> list[float]:
+    return [r["loss"] for r in steps if r.get("loss") is not None]
 
 
 def rolling_min(values: list[float], width: int = 10) -> float | None:
@@ -100,22 +100,22 @@ def rolling_min(values: list[float], width: int = 10) -> float | None:
     return min(sum(values[i:i + width]) / width for i in range(len(values) - width + 1))
 
 
-def first_update_ratio(st: Records) -> float | None:
-    return st[0].get("update_ratio") if st else None
+def first_update_ratio(steps: Records) -> float | None:
+    return steps[0].get("update_ratio") if steps else None
 
 
-def per_example_scale(st: Records) -> bool:
+def per_example_scale(steps: Records) -> bool:
     """Whether the first loss is on the scale of one example's cross-entropy (about ln 10 at
     initialisation), rather than a batch's sum of them."""
-    loss0 = st[0].get("loss") if st else None
+    loss0 = steps[0].get("loss") if steps else None
     return loss0 is not None and loss0 < 2 * LN10
 
 
-def scattered_zero_frac(st: Records, window: int = SCATTERED_ZERO_WINDOW) -> float | None:
+def scattered_zero_frac(steps: Records, window: int = SCATTERED_ZERO_WINDOW) -> float | None:
     """Mean fraction of first-layer weight-gradient entries that are exactly zero outside whole
     dead rows, over the last `window` steps (None when the metrics lack it)."""
     values = []
-    for r in st[-window:]:
+    for r in steps[-window:]:
         zero = (r.get("zero_grad_frac_by_layer") or {}).get("fc1.weight")
         if zero is None or r.get("dead_unit_frac") is None:
             return None
@@ -134,19 +134,19 @@ def is_probability_row(r: dict[str, Any]) -> bool:
 # The rules: each returns what it saw when its symptom is present, else None
 # ---------------------------------------------------------------------------------------------
 
-def first_nonfinite_loss(st: Records) -> Sighting | None:
-    for r in st:
+def first_nonfinite_loss(steps: Records) -> Sighting | None:
+    for r in steps:
         if not r.get("loss_finite", True):
             return {"step": r["step"]}
     return None
 
 
-def loss_rises_early(st: Records, window: int = LOSS_RISE_WINDOW) -> Sighting | None:
+def loss_rises_early(steps: Records, window: int = LOSS_RISE_WINDOW) -> Sighting | None:
     """The loss passes LOSS_RISE_FACTOR x its first value within the first `window` steps."""
-    if not st or st[0].get("loss") is None:
+    if not steps or steps[0].get("loss") is None:
         return None
-    first = st[0]["loss"]
-    early = [r for r in st[:window] if r.get("loss") is not None]
+    first = steps[0]["loss"]
+    early = [r for r in steps[:window] if r.get("loss") is not None]
     above = [r for r in early if r["loss"] > LOSS_RISE_FACTOR * first]
     if not above:
         return None
@@ -155,10 +155,10 @@ def loss_rises_early(st: Records, window: int = LOSS_RISE_WINDOW) -> Sighting | 
             "window": window}
 
 
-def grad_norm_grows(st: Records) -> Sighting | None:
+def grad_norm_grows(steps: Records) -> Sighting | None:
     """The global gradient norm rises at almost every one of the first steps and ends well above
     its start."""
-    norms = [r.get("grad_norm") for r in st[:GRAD_GROWTH_WINDOW]]
+    norms = [r.get("grad_norm") for r in steps[:GRAD_GROWTH_WINDOW]]
     if len(norms) < GRAD_GROWTH_WINDOW or None in norms or norms[0] <= 0:
         return None
     rises = sum(b > a for a, b in zip(norms, norms[1:]))
@@ -168,19 +168,19 @@ def grad_norm_grows(st: Records) -> Sighting | None:
             "last_step": GRAD_GROWTH_WINDOW - 1, "ratio": norms[-1] / norms[0]}
 
 
-def initial_loss_is_summed(st: Records) -> Sighting | None:
+def initial_loss_is_summed(steps: Records) -> Sighting | None:
     """The first loss is about batch size x ln 10: summed over the batch, not averaged."""
-    if not st or st[0].get("loss") is None:
+    if not steps or steps[0].get("loss") is None:
         return None
-    loss0, batch = st[0]["loss"], st[0].get("batch_size") or 0
+    loss0, batch = steps[0]["loss"], steps[0].get("batch_size") or 0
     if batch < SUMMED_LOSS_MIN_BATCH or abs(loss0 / batch - LN10) > SUMMED_LOSS_TOLERANCE * LN10:
         return None
     return {"loss0": loss0, "batch_size": batch, "per_example": loss0 / batch}
 
 
-def outputs_are_probabilities(st: Records) -> Sighting | None:
+def outputs_are_probabilities(steps: Records) -> Sighting | None:
     """On nearly every step the outputs fed to the loss are probabilities, not logits."""
-    checked = [r for r in st if r.get("logit_rowsum_mean") is not None]
+    checked = [r for r in steps if r.get("logit_rowsum_mean") is not None]
     if len(checked) < PROBABILITY_MIN_STEPS:
         return None
     probability_steps = sum(is_probability_row(r) for r in checked)
@@ -189,54 +189,54 @@ def outputs_are_probabilities(st: Records) -> Sighting | None:
     return {"probability_steps": probability_steps, "checked": len(checked)}
 
 
-def bn_stats_frozen(st: Records) -> Sighting | None:
+def bn_stats_frozen(steps: Records) -> Sighting | None:
     """BatchNorm's running statistics never left their initial mean 0 / variance 1."""
-    if len(st) < FROZEN_BATCHNORM_MIN_STEPS:
+    if len(steps) < FROZEN_BATCHNORM_MIN_STEPS:
         return None
-    last = st[-1]
+    last = steps[-1]
     if last.get("bn_running_mean_abs") != 0.0 or last.get("bn_running_var_mean") != 1.0:
         return None
-    if any(r.get("bn_running_mean_abs") not in (0.0, None) for r in st):
+    if any(r.get("bn_running_mean_abs") not in (0.0, None) for r in steps):
         return None
-    return {"steps": len(st)}
+    return {"steps": len(steps)}
 
 
-def loss_stuck_at_chance(st: Records) -> Sighting | None:
+def loss_stuck_at_chance(steps: Records) -> Sighting | None:
     """After a few windows of training the loss is still ln 10."""
-    if len(st) < 3 * CHANCE_LOSS_WINDOW:
+    if len(steps) < 3 * CHANCE_LOSS_WINDOW:
         return None
-    tail = [r.get("loss") for r in st[-CHANCE_LOSS_WINDOW:]]
+    tail = [r.get("loss") for r in steps[-CHANCE_LOSS_WINDOW:]]
     if None in tail:
         return None
     mean = sum(tail) / len(tail)
     if abs(mean - LN10) >= CHANCE_LOSS_TOLERANCE * LN10:
         return None
-    return {"mean": mean, "window": CHANCE_LOSS_WINDOW, "steps": len(st)}
+    return {"mean": mean, "window": CHANCE_LOSS_WINDOW, "steps": len(steps)}
 
 
-def chance_accuracy(ep: Records) -> Sighting | None:
-    if ep and ep[-1].get("test_acc") is not None and ep[-1]["test_acc"] < CHANCE_ACCURACY:
-        return {"test_acc": ep[-1]["test_acc"], "epochs": len(ep)}
+def chance_accuracy(epochs: Records) -> Sighting | None:
+    if epochs and epochs[-1].get("test_acc") is not None and epochs[-1]["test_acc"] < CHANCE_ACCURACY:
+        return {"test_acc": epochs[-1]["test_acc"], "epochs": len(epochs)}
     return None
 
 
-def scattered_zero_grads(st: Records) -> Sighting | None:
+def scattered_zero_grads(steps: Records) -> Sighting | None:
     """Exact zeros outside whole dead units, above SCATTERED_ZERO_FRAC over the last steps."""
-    frac = scattered_zero_frac(st)
+    frac = scattered_zero_frac(steps)
     if frac is None or frac <= SCATTERED_ZERO_FRAC:
         return None
-    return {"frac": frac, "window": min(SCATTERED_ZERO_WINDOW, len(st))}
+    return {"frac": frac, "window": min(SCATTERED_ZERO_WINDOW, len(steps))}
 
 
-def dead_units(st: Records) -> Sighting | None:
-    if st and (st[-1].get("dead_unit_frac") or 0) > DEAD_UNIT_FRAC:
-        return {"frac": st[-1]["dead_unit_frac"]}
+def dead_units(steps: Records) -> Sighting | None:
+    if steps and (steps[-1].get("dead_unit_frac") or 0) > DEAD_UNIT_FRAC:
+        return {"frac": steps[-1]["dead_unit_frac"]}
     return None
 
 
-def oversized_first_update(st: Records) -> Sighting | None:
+def oversized_first_update(steps: Records) -> Sighting | None:
     """Step 0 moved the weights by more than OVERSIZED_FIRST_UPDATE of their norm."""
-    ratio = first_update_ratio(st)
+    ratio = first_update_ratio(steps)
     if ratio is None or ratio <= OVERSIZED_FIRST_UPDATE:
         return None
     return {"ratio": ratio}
@@ -260,11 +260,11 @@ RULES: dict[str, tuple[str, Callable[[Records], Sighting | None]]] = {
 
 def sightings(records: Records, names=None) -> dict[str, Sighting]:
     """The rules (all, or those named) that fire on a run, with what each saw, in RULES order."""
-    st, ep = steps(records), epochs(records)
+    steps, epochs = step_records(records), epoch_records(records)
     seen = {}
     for name, (kind, rule) in RULES.items():
         if names is not None and name not in names:
             continue
-        if (sighting := rule(st if kind == "steps" else ep)) is not None:
+        if (sighting := rule(steps if kind == "steps" else epochs)) is not None:
             seen[name] = sighting
     return seen

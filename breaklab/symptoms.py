@@ -46,13 +46,13 @@ def sentence(name: str, records_of_kind: list[dict[str, Any]]) -> str | None:
 
 
 def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
-    st, ep = rules.steps(records), rules.epochs(records)
+    steps, epochs = rules.step_records(records), rules.epoch_records(records)
     observations = [SENTENCES[name](seen) for name, seen in rules.sightings(records).items()]
-    last = ep[-1] if ep else {}
+    last = epochs[-1] if epochs else {}
     return {
-        "steps": len(st),
-        "initial_loss": st[0].get("loss") if st else None,
-        "final_loss": st[-1].get("loss") if st else None,
+        "steps": len(steps),
+        "initial_loss": steps[0].get("loss") if steps else None,
+        "final_loss": steps[-1].get("loss") if steps else None,
         "train_loss": last.get("train_loss"),
         "train_acc": last.get("train_acc"),
         "test_loss": last.get("test_loss"),

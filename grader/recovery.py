@@ -26,8 +26,8 @@ def fired_checks(records: list[dict[str, Any]], names) -> list[str]:
 
 
 def final_test_acc(records: list[dict[str, Any]]) -> float | None:
-    ep = rules.epochs(records)
-    return ep[-1].get("test_acc") if ep else None
+    epochs = rules.epoch_records(records)
+    return epochs[-1].get("test_acc") if epochs else None
 
 
 @dataclass
@@ -41,10 +41,10 @@ class Recovery:
 def check_recovery(fixed: list[dict[str, Any]], clean: list[dict[str, Any]], bar: dict[str, Any]) -> Recovery:
     """Judge the fixed run against the clean run with the solution's bar (rubric "recovery")."""
     reasons, ok = [], True
-    st = rules.steps(fixed)
-    if not st:
+    steps = rules.step_records(fixed)
+    if not steps:
         return Recovery(False, ["the fixed run has no training steps"])
-    nonfinite = [r["step"] for r in st if r.get("loss") is None or not r.get("loss_finite", True)]
+    nonfinite = [r["step"] for r in steps if r.get("loss") is None or not r.get("loss_finite", True)]
     if nonfinite:
         ok = False
         reasons.append(f"loss is non-finite from step {nonfinite[0]}")

@@ -17,8 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from breaklab.metric_log import read_metrics
-from breaklab.rules import epochs as epoch_records
-from breaklab.rules import steps as step_records
+from breaklab.rules import epoch_records
+from breaklab.rules import step_records
 from breaklab.grader import gitrepo
 from breaklab.grader.recovery import SYMPTOM_CHECKS, fired_checks
 from breaklab.grader.runs import RunSpec, train
@@ -44,16 +44,16 @@ def main() -> None:
             gitrepo.apply_patch(trees[name], fix_patch(name))
         jobs = []
         for seed in args.seeds:
-            for ep in args.epochs:
-                jobs.append(("clean", seed, ep, "base", RunSpec("none", seed, ep, 1)))
-                jobs.append(("clean_2threads", seed, ep, "base", RunSpec("none", seed, ep, 2)))
+            for epochs in args.epochs:
+                jobs.append(("clean", seed, epochs, "base", RunSpec("none", seed, epochs, 1)))
+                jobs.append(("clean_2threads", seed, epochs, "base", RunSpec("none", seed, epochs, 2)))
                 for name in names():
-                    jobs.append((f"broken:{name}", seed, ep, "base", RunSpec(name, seed, ep, 1)))
-                    jobs.append((f"fixed:{name}", seed, ep, name, RunSpec(name, seed, ep, 1)))
+                    jobs.append((f"broken:{name}", seed, epochs, "base", RunSpec(name, seed, epochs, 1)))
+                    jobs.append((f"fixed:{name}", seed, epochs, name, RunSpec(name, seed, epochs, 1)))
 
         def run(job):
-            label, seed, ep, tree, spec = job
-            folder = tmp / "runs" / f"{label.replace(':', '-')}-{seed}-{ep}"
+            label, seed, epochs, tree, spec = job
+            folder = tmp / "runs" / f"{label.replace(':', '-')}-{seed}-{epochs}"
             res = train(trees[tree], spec, folder, "run")
             if not res.ok:
                 raise RuntimeError(f"{label} seed {seed}: {res.sandbox.why()}")
@@ -78,12 +78,12 @@ def summarize(runs, seeds, epochs) -> dict:
     for name in names():
         rows = []
         for seed in seeds:
-            for ep in epochs:
-                clean, clean_sha = runs[("clean", seed, ep)]
-                broken, _ = runs[(f"broken:{name}", seed, ep)]
-                fixed, fixed_sha = runs[(f"fixed:{name}", seed, ep)]
+            for epochs in epochs:
+                clean, clean_sha = runs[("clean", seed, epochs)]
+                broken, _ = runs[(f"broken:{name}", seed, epochs)]
+                fixed, fixed_sha = runs[(f"fixed:{name}", seed, epochs)]
                 rows.append({
-                    "seed": seed, "epochs": ep,
+                    "seed": seed, "epochs": epochs,
                     "clean_acc": round(_acc(clean), 4),
                     "broken_acc": round(_acc(broken), 4),
                     "fixed_acc": round(_acc(fixed), 4),
@@ -94,12 +94,12 @@ def summarize(runs, seeds, epochs) -> dict:
                 })
         out["per_break"][name] = rows
     for seed in seeds:
-        for ep in epochs:
-            one, sha1 = runs[("clean", seed, ep)]
-            two, sha2 = runs[("clean_2threads", seed, ep)]
+        for epochs in epochs:
+            one, sha1 = runs[("clean", seed, epochs)]
+            two, sha2 = runs[("clean_2threads", seed, epochs)]
             s1, s2 = step_records(one), step_records(two)
             rel = [abs(a["loss"] - b["loss"]) / max(abs(a["loss"]), 1e-12) for a, b in zip(s1, s2)]
-            out["environment_proxy"][f"seed{seed}_epochs{ep}"] = {
+            out["environment_proxy"][f"seed{seed}_epochs{epochs}"] = {
                 "same_checkpoint": sha1 == sha2,
                 "max_rel_loss_diff_first_10_steps": max(rel[:10]),
                 "max_rel_loss_diff_all_steps": max(rel),

@@ -9,7 +9,6 @@ import torch
 
 from breaklab.canonical_setup import SetupError, load_checkpoint
 
-pytestmark = pytest.mark.slow  # these tests train (the training tier)
 
 
 @pytest.fixture(scope="module")
@@ -17,6 +16,7 @@ def run(train_run):
     return train_run("none")
 
 
+@pytest.mark.slow
 def test_checkpoint_holds_everything_needed_to_continue(run):
     ckpt = torch.load(run.out / "checkpoint.pt", weights_only=False)
     for key in ("model", "optimizer", "scheduler", "scaler", "epoch", "step", "rng", "config"):
@@ -29,6 +29,7 @@ def test_checkpoint_holds_everything_needed_to_continue(run):
     assert ckpt["scheduler"]["last_epoch"] == len(run.steps)
 
 
+@pytest.mark.slow
 def test_checkpoint_sha256_file_matches_and_sha256sum_format(run):
     data = (run.out / "checkpoint.pt").read_bytes()
     line = (run.out / "checkpoint.pt.sha256").read_text()
@@ -36,6 +37,7 @@ def test_checkpoint_sha256_file_matches_and_sha256sum_format(run):
     assert run.meta["checkpoint_sha256"] == hashlib.sha256(data).hexdigest()
 
 
+@pytest.mark.slow
 def test_meta_records_provenance(run):
     meta = run.meta
     assert meta["seed"] == 42 and meta["break"] == "none" and meta["status"] == "complete"
@@ -49,6 +51,7 @@ def test_meta_records_provenance(run):
     assert meta["metrics_schema"] == 1
 
 
+@pytest.mark.slow
 def test_metrics_schema_fields(run):
     header = run.records[0]
     assert header == {"type": "header", "schema": "breaklab.metrics", "version": 1}
@@ -65,6 +68,7 @@ def test_metrics_schema_fields(run):
     assert [s["step"] for s in run.steps] == list(range(len(run.steps)))
 
 
+@pytest.mark.slow
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path, run):
     bad = tmp_path / "checkpoint.pt"
     data = bytearray((run.out / "checkpoint.pt").read_bytes())

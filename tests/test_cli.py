@@ -31,7 +31,26 @@ def test_list_shows_every_break_with_category(runner):
     for name in BREAK_NAMES:
         assert name in result.output and REGISTRY[name].category in result.output
     as_json = json.loads(runner.invoke(cli, ["list", "--json"]).output)
-    assert [b["name"] for b in as_json] == BREAK_NAMES
+    # The catalogue (read from the source, without torch) and the registry that runs them agree.
+    assert sorted(b["name"] for b in as_json) == sorted(BREAK_NAMES)
+    assert all({"name", "category", "control"} <= set(b) for b in as_json)
+    for entry in as_json:
+        assert entry["category"] == REGISTRY[entry["name"]].category
+        assert entry["control"] == getattr(REGISTRY[entry["name"]], "control", False)
+
+
+@pytest.mark.parametrize("args", [["--help"], ["list"], ["list", "--json"], ["train", "--help"], ["doctor", "--help"],
+                                  ["pack", "--help"], ["grade", "--help"], ["triage", "--help"]])
+def test_the_command_line_starts_without_torch(args):
+    """`python -X importtime` lists every module a command imports: torch must not be among them."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "breaklab", *args],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
+    assert "torch" not in imported and "matplotlib" not in imported, args
 
 
 def test_train_help_documents_every_option(runner):

@@ -17,7 +17,6 @@ from breaklab.cli import cli
 from breaklab.doctor import DETECTORS, RunReadError, diagnose, load_run
 from breaklab.breaks import BREAK_NAMES
 
-pytestmark = pytest.mark.slow  # these tests train (the training tier)
 
 # Three seeds at the default batch size and learning rate (1 epoch), and two configurations that
 # change batch size, learning rate and epochs together.
@@ -51,6 +50,7 @@ def runs(tmp_path_factory) -> dict[tuple[str, str], Path]:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_verdict_is_right_for_every_seed_and_configuration(runs, variant):
     verdicts = {c: diagnose(load_run(runs[variant, c])) for c in CONFIGS}
@@ -78,6 +78,7 @@ def _blank(src: Path, dst: Path) -> Path:
     return dst
 
 
+@pytest.mark.slow
 def test_verdicts_do_not_change_when_the_configuration_is_blanked(runs, tmp_path):
     for variant in VARIANTS:
         for cname in ("seed0", "b32-lr0.2-e1"):
@@ -89,6 +90,7 @@ def test_verdicts_do_not_change_when_the_configuration_is_blanked(runs, tmp_path
             assert after.confidence == before.confidence
 
 
+@pytest.mark.slow
 def test_evidence_reads_like_a_person_citing_numbers(runs):
     summed = diagnose(load_run(runs["loss_sum", "seed0"]))
     assert "= 64 x" in summed.hypotheses[0].evidence[0] and "summed over the batch" in summed.hypotheses[0].evidence[0]
@@ -114,6 +116,7 @@ def _pack(folder: Path, tarball: Path) -> Path:
     return tarball
 
 
+@pytest.mark.slow
 def test_doctor_reads_a_tarball_as_it_reads_the_folder(runs, tmp_path):
     folder = runs["double_softmax", "seed1"]
     tgz = _pack(folder, tmp_path / "run.tgz")
@@ -163,6 +166,7 @@ def test_not_a_tarball_and_not_a_run_get_one_line_errors(tmp_path):
         assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
 
 
+@pytest.mark.slow
 def test_doctor_command_text_and_json(runs):
     run = runs["eval_mode", "seed2"]
     text = CliRunner().invoke(cli, ["doctor", str(run)])

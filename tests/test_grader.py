@@ -22,7 +22,6 @@ from breaklab.grader.rubric import WEIGHTS
 
 import submission_fixtures as fx
 
-pytestmark = pytest.mark.slow  # these tests train (the training tier)
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +33,7 @@ def points(grade) -> dict[str, float]:
     return {c["name"]: c["points"] for c in grade["criteria"]}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", fx.BREAKS)
 def test_reference_submission_scores_at_least_95(grades, name):
     g = grades[name]
@@ -58,6 +58,7 @@ BAD = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bad", sorted(BAD))
 def test_bad_submission_loses_exactly_its_points(grades, bad):
     ref_name, expected = BAD[bad]
@@ -74,6 +75,7 @@ def test_bad_submission_loses_exactly_its_points(grades, bad):
     assert grades[bad]["score"] == pytest.approx(grades[ref_name]["score"] - lost)
 
 
+@pytest.mark.slow
 def test_bad_submissions_say_why(grades):
     reason = lambda bad, name: fx.criterion(grades[bad], name)["reason"]
     assert "does not recover" in reason("wrong_fix", "recovers")
@@ -100,6 +102,7 @@ def test_hostile_tarball_is_rejected_by_intake_with_a_reason(name, tmp_path):
     assert not (Path("/tmp") / fx.ESCAPE_NAME).exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(fx.HOSTILE_REASONS))
 def test_hostile_submission_gets_zero_and_the_rest_are_graded(grades, name):
     g = grades[name]
@@ -110,6 +113,7 @@ def test_hostile_submission_gets_zero_and_the_rest_are_graded(grades, name):
     assert all(grades[b]["status"] == "graded" for b in fx.BREAKS)
 
 
+@pytest.mark.slow
 def test_nothing_is_written_outside_the_output_folder(grades):
     ws = fx.workspace()
     assert sorted(p.name for p in ws.iterdir()) == ["course", "evidence", "graded", "hostile", "reports",
@@ -123,6 +127,7 @@ def test_nothing_is_written_outside_the_output_folder(grades):
     assert not (course / ".git" / "worktrees").exists()
 
 
+@pytest.mark.slow
 def test_sandbox_limits_time_and_scrubs_the_environment(tmp_path, monkeypatch):
     import time
 
@@ -148,6 +153,7 @@ def test_sandbox_limits_time_and_scrubs_the_environment(tmp_path, monkeypatch):
 # Outputs
 # ---------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_outputs_json_md_csv_and_gradescope(grades):
     out = fx.workspace() / "graded"
     rows = list(csv.DictReader((out / "grades.csv").open()))
@@ -168,6 +174,7 @@ def test_outputs_json_md_csv_and_gradescope(grades):
     assert sum(t["max_score"] for t in gs["tests"]) == 100
 
 
+@pytest.mark.slow
 def test_grade_md_shows_broken_and_fixed_plots_side_by_side(grades, tmp_path):
     from breaklab.grader.report import grade_markdown, make_plots
 
@@ -189,6 +196,7 @@ def test_grade_md_shows_broken_and_fixed_plots_side_by_side(grades, tmp_path):
         assert "plots" in md
 
 
+@pytest.mark.slow
 def test_grade_command_on_a_folder(tmp_path):
     """The CLI surface: a folder of submissions, progress, a summary line, exit 0 even when every
     submission is rejected; gradescope results.json at the top for a single submission."""
@@ -208,6 +216,7 @@ def test_grade_command_on_a_folder(tmp_path):
     assert bad.exit_code == 2 and "comma-separated" in bad.output
 
 
+@pytest.mark.slow
 def test_kit_leaves_out_the_answers(tmp_path):
     from breaklab.cli import cli
 
@@ -311,6 +320,7 @@ def test_grade_refuses_a_mistyped_submissions_path(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_base_commit_missing_from_the_repo_is_an_error_to_review(tmp_path):
     """Graded against another repository, a real submission is not scored: one error that names
     the fix, for review, and nothing is re-run."""

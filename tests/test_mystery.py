@@ -18,7 +18,6 @@ from breaklab.doctor import diagnose, load_run
 from breaklab.triage import Triage, TriageSetup
 from breaklab.breaks import BREAK_NAMES, get_break, mystery_choice
 
-pytestmark = pytest.mark.slow  # these tests train (the training tier)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,6 +46,7 @@ def demo(tmp_path_factory):
     return cwd, proc
 
 
+@pytest.mark.slow
 def test_the_name_appears_in_no_output_and_not_in_the_command(demo):
     cwd, proc = demo
     folder, tarball = cwd / "runs" / f"mystery_{SEED}", cwd / f"run_mystery_{SEED}.tgz"
@@ -63,6 +63,7 @@ def test_the_name_appears_in_no_output_and_not_in_the_command(demo):
     assert meta["break"] == "mystery" and meta["config"]["break_name"] == "mystery"
 
 
+@pytest.mark.slow
 def test_doctor_and_triage_work_on_the_mystery_run(demo):
     cwd, _ = demo
     tarball = cwd / f"run_mystery_{SEED}.tgz"
@@ -76,6 +77,7 @@ def test_doctor_and_triage_work_on_the_mystery_run(demo):
     assert result.output.index(HIDDEN) > result.output.index("verdict:")
 
 
+@pytest.mark.slow
 def test_reveal_says_right_or_wrong_and_shows_the_write_up(demo):
     cwd, _ = demo
     tarball = str(cwd / f"run_mystery_{SEED}.tgz")
@@ -94,6 +96,7 @@ def test_reveal_says_right_or_wrong_and_shows_the_write_up(demo):
     assert bad.exit_code == 1 and "unknown guess 'gremlins'" in bad.output
 
 
+@pytest.mark.slow
 def test_reveal_accepts_healthy_for_a_clean_run(tmp_path):
     from breaklab.mystery import reveal
 

@@ -26,7 +26,6 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-pytestmark = pytest.mark.slow  # these tests train (the training tier)
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN = [sys.executable, str(ROOT / "trainer.py"), "--seed", "3", "--epochs", "3", "--quiet"]
@@ -100,6 +99,7 @@ def start_and_interrupt(cmd: list[str], sig: signal.Signals, rng: random.Random,
 PLANS = [(signal.SIGINT, 11, 0), (signal.SIGINT, 14, 1), (signal.SIGKILL, 12, 0), (signal.SIGKILL, 13, 1)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig,seed,again", PLANS, ids=[f"{s.name}-{n}-{a}" for s, n, a in PLANS])
 def test_interrupted_then_resumed_run_matches_uninterrupted(reference, tmp_path, sig, seed, again):
     from breaklab.canonical_setup import load_checkpoint
@@ -154,6 +154,7 @@ def test_interrupt_between_checkpoint_and_its_sha256_leaves_no_mismatch(tmp_path
     assert canonical_setup.load_checkpoint(path)["epoch"] == 2
 
 
+@pytest.mark.slow
 def test_resumed_metrics_are_on_disk_before_the_run_goes_on(tmp_path):
     """A resumed run killed right after it starts must not lose the records its checkpoint
     covers: they are on disk (not in a buffer) as soon as the logger exists."""
@@ -174,6 +175,7 @@ def test_resumed_metrics_are_on_disk_before_the_run_goes_on(tmp_path):
 # Concurrent demo runs in one folder
 # ============================================================================
 
+@pytest.mark.slow
 def test_concurrent_demo_runs_clobber_nothing(tmp_path):
     env = {**os.environ, "PYTHON": sys.executable}
     jobs = {  # same name with other options, and another name, all at once
@@ -229,7 +231,7 @@ def run_cli(command, args: list[str]):
 
 
 def train_cli(args: list[str]) -> str:
-    from breaklab.trainer import build_command
+    from breaklab.commands.train import build_command
 
     return run_cli(build_command(), args)
 
@@ -299,6 +301,7 @@ CHECKPOINT_CASES = [(d, True) for d in sorted(CHECKPOINT_DAMAGE)] + [
     (d, False) for d in sorted(CHECKPOINT_DAMAGE) if d != "bit-flipped"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage,with_sha", CHECKPOINT_CASES,
                          ids=[f"{d}-{'with' if w else 'without'}-sha256" for d, w in CHECKPOINT_CASES])
 def test_damaged_checkpoint_on_resume_names_the_file(finished, tmp_path, damage, with_sha):
@@ -320,6 +323,7 @@ def test_not_a_breaklab_checkpoint_names_the_file(tmp_path):
     assert str(ckpt) in train_cli(["--resume", str(ckpt), "--out", str(tmp_path / "run"), "--quiet"])
 
 
+@pytest.mark.slow
 def test_pack_refuses_damaged_run_folders(finished, tmp_path):
     from breaklab.commands.pack import pack
 
@@ -349,6 +353,7 @@ def tarball(finished, tmp_path_factory) -> Path:
     return tgz
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["truncated", "bit-flipped", "empty"])
 def test_damaged_tarball_for_the_doctor_names_the_file(tarball, tmp_path, damage):
     from breaklab.cli import cli
@@ -368,6 +373,7 @@ def test_damaged_tarball_for_the_doctor_names_the_file(tarball, tmp_path, damage
         assert "verdict:" in result.output and "next check:" in result.output
 
 
+@pytest.mark.slow
 def test_cut_off_metrics_line_warns_and_uses_the_good_part(finished, tmp_path):
     from breaklab.cli import cli
     from breaklab.metric_log import read_metrics
@@ -389,6 +395,7 @@ def test_cut_off_metrics_line_warns_and_uses_the_good_part(finished, tmp_path):
         read_metrics(metrics)
 
 
+@pytest.mark.slow
 def test_resume_after_a_cut_off_metrics_line(finished, reference, tmp_path):
     """SIGKILL can cut the last metrics line; resuming drops it and still matches."""
     run = tmp_path / "run"

@@ -23,7 +23,6 @@ from breaklab.solutions import fix_patch, names, rubric, writeup
 
 import submission_fixtures as fx
 
-pytestmark = pytest.mark.slow  # these tests train (the training tier)
 
 
 def test_every_break_has_a_solution():
@@ -90,6 +89,7 @@ def runs_of(name: str) -> dict[str, list[dict]]:
             for run in ("broken", "fixed")}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", fx.BREAKS)
 def test_reference_fix_recovers_and_the_bar_rejects_the_broken_run(name, clean_records):
     bar = rubric(name)["recovery"]
@@ -107,6 +107,7 @@ def test_reference_fix_recovers_and_the_bar_rejects_the_broken_run(name, clean_r
         assert abs(fixed.fixed_acc - fixed.clean_acc) <= 0.002
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", fx.BREAKS)
 def test_writeup_claim_matches_the_broken_run_and_is_a_symptom(name, clean_records):
     claim = parse_symptom_block(writeup(name))

@@ -18,7 +18,6 @@ from breaklab.submission import (MAX_WORDS, SubmitError, check_report, parse_sym
                                  sections_present, word_count)
 from breaklab.grader import gitrepo, intake
 
-pytestmark = pytest.mark.slow  # these tests train (the training tier)
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "reports" / "TEMPLATE.md"
@@ -126,6 +125,7 @@ def report(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_submit_errors_are_one_line_and_name_the_fix(tmp_path, report, course, monkeypatch):
     # No tarball may be written for a refused submission: not in the folder it runs from either
     # (which, for a person who followed the README, already holds their own submission_*.tgz).
@@ -163,6 +163,7 @@ def not_a_fix(tree: Path) -> None:
     path.write_text("# looked at this file\n" + path.read_text())
 
 
+@pytest.mark.slow
 def test_submission_is_byte_reproducible_and_its_manifest_is_complete(tmp_path, course, report):
     tree = student_clone(course, tmp_path / "student")
     not_a_fix(tree)

@@ -10,13 +10,13 @@ from breaklab.cli import cli
 from breaklab.triage import Triage, TriageSetup
 from breaklab.breaks import BREAK_NAMES
 
-pytestmark = pytest.mark.slow  # these tests train (the training tier)
 
 # The step that should establish each cause, by the procedure's order of cost and information.
 ESTABLISHED_AT = {"label_permute": 2, "loss_sum": 3, "double_softmax": 3, "missing_zero_grad": 4,
                   "huge_lr": 5, "amp_no_scaling": 6, "eval_mode": 8}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", BREAK_NAMES)
 def test_triage_establishes_each_break_and_stops_there(name):
     printed: list[str] = []
@@ -29,6 +29,7 @@ def test_triage_establishes_each_break_and_stops_there(name):
     assert report.fix and "established" in report.explanation.lower()
 
 
+@pytest.mark.slow
 def test_triage_finds_nothing_wrong_in_the_clean_loop():
     report = Triage(TriageSetup(seed=3, break_name="none"), out_dir=None, echo=lambda s: None).run()
     assert report.verdict == "healthy"
@@ -36,12 +37,14 @@ def test_triage_finds_nothing_wrong_in_the_clean_loop():
     assert report.seconds < 60
 
 
+@pytest.mark.slow
 def test_triage_on_another_configuration():
     report = Triage(TriageSetup(seed=5, break_name="huge_lr", batch_size=32, lr=0.05), out_dir=None,
                     echo=lambda s: None).run()
     assert report.verdict == "huge_lr"
 
 
+@pytest.mark.slow
 def test_triage_command_prints_every_step_and_the_picture(tmp_path):
     result = CliRunner().invoke(cli, ["triage", "--break", "label_permute", "--seed", "1", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output

@@ -22,5 +22,5 @@ def doctor(run: Path, as_json: bool) -> None:
         loaded = load_run(run)
     except RunReadError as e:
         raise click.ClickException(str(e)) from None
-    dx = diagnose(loaded)
-    click.echo(to_json_text(dx) if as_json else format_diagnosis(loaded, dx))
+    diagnosis = diagnose(loaded)
+    click.echo(to_json_text(diagnosis) if as_json else format_diagnosis(loaded, diagnosis))
