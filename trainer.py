@@ -29,6 +29,7 @@ from breaklab.breaks import BREAK_NAMES, MYSTERY, UnknownBreak, get_break
 from breaklab import METRICS_SCHEMA_VERSION, __version__
 from breaklab.diagnostics import StepDiagnostics, finite_or_none
 from breaklab.metric_log import MetricLogger, read_metrics
+from breaklab.mystery import run_record
 from breaklab.canonical_setup import (SetupError, atomic_write_text, configure_determinism,
                              environment_info, git_commit, load_checkpoint, load_dataset,
                              minibatches, rng_state, save_checkpoint, seed_everything,
@@ -235,7 +236,8 @@ def train(cfg: Config) -> dict[str, Any]:
     loop_seconds = time.perf_counter() - t_loop
 
     from breaklab.symptoms import summarize
-    summary = summarize(read_metrics(out / "metrics.jsonl"))
+    summary = summarize(read_metrics(out / "metrics.jsonl"),  # a mystery run: numbers, no mechanism words
+                        wording="measurements" if cfg.break_name == MYSTERY else "symptoms")
     summary.update(epochs_done=epoch + 1, epochs_total=cfg.epochs, checkpoint_sha256=checkpoint_sha)
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     status = "complete" if epoch + 1 == cfg.epochs else "stopped"
@@ -264,6 +266,7 @@ def _meta(cfg: Config, amp: bool, dataset: dict[str, Any]) -> dict[str, Any]:
         "seed": cfg.seed,
         "break": cfg.break_name,
         "amp": "hidden" if cfg.break_name == MYSTERY else amp,  # AMP on would give a mystery away
+        **run_record(cfg.break_name, cfg.seed),  # a mystery's commitment, opened only with the secret
         "config": asdict(cfg),
         "git": git_commit(),
         "env": environment_info(cfg.device, cfg.threads),
