@@ -148,6 +148,8 @@ def build_submission(opts: SubmitOptions, progress: Callable[[str], None] = lamb
     from breaklab.grader import gitrepo
     from breaklab.grader.intake import STUDENT
     from breaklab.grader.runs import RunSpec, train
+    from breaklab.metric_log import parse_metrics
+    from breaklab.presubmit import allowed_scope, presubmit_warnings
     from breaklab.tarballs import write_tarball
 
     if opts.break_name not in BREAK_NAMES:
@@ -190,10 +192,20 @@ def build_submission(opts: SubmitOptions, progress: Callable[[str], None] = lamb
         progress(f"broken run: base commit {base[:12]}, {spec.command('broken')}")
         broken = train(tree, spec, tmp / "work", "broken", timeout=opts.timeout)
         _require_ok(broken, "broken")
+        allowed = allowed_scope(opts.break_name)[0]
+        old_sources = _read_sources(tree, allowed)
         try:
             gitrepo.apply_patch(tree, patch)
         except gitrepo.GitError as e:
             raise SubmitError(str(e)) from None
+        # Before packing: what the grader will take points off for, on this very broken run.
+        template = tree / "reports" / "TEMPLATE.md"
+        for w in presubmit_warnings(
+                report_text=report_text, evidence=evidence, patch=patch, break_name=opts.break_name,
+                template_text=template.read_text(encoding="utf-8") if template.is_file() else None,
+                broken=parse_metrics(broken.files()["metrics.jsonl"].decode("utf-8", errors="replace"), "broken"),
+                old_sources=old_sources, new_sources=_read_sources(tree, allowed)):
+            warn(w)
         progress(f"fixed run: base commit + your patch ({_patch_stat(patch)})")
         fixed = train(tree, spec, tmp / "work", "fixed", timeout=opts.timeout)
         _require_ok(fixed, "fixed")
@@ -247,6 +259,10 @@ def _read_evidence(paths) -> dict[str, bytes]:
             n += 1
         out[name] = p.read_bytes()
     return out
+
+
+def _read_sources(tree: Path, paths: list[str]) -> dict[str, str]:
+    return {p: (tree / p).read_text(encoding="utf-8", errors="replace") for p in paths if (tree / p).is_file()}
 
 
 def _require_ok(run, label: str) -> None:
