@@ -56,8 +56,8 @@ def reveal(run: Path, guess: str | None, give_up: bool, secret: str | None) -> N
     if not result.recorded:
         click.echo("note:     no cache folder is writable: guesses are not counted (set BREAKLAB_CACHE)")
     if not result.shown:
-        click.echo(f"next:     guess again, ask for a hint (breaklab hint {run} --level 1), "
-                   f"or see the answer with --give-up")
+        click.echo(f"next:     guess again, ask for a hint (breaklab hint {run} --level "
+                   f"{min(3, tries.hint_level + 1)}), or see the answer with --give-up")
         raise SystemExit(1)
     how = " (picked from the seed and the secret in mystery mode)" if result.was_mystery else ""
     click.echo(f"answer:   {result.actual}{how}")
