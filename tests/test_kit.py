@@ -141,3 +141,14 @@ def test_grade_inside_a_kit_is_one_line_and_exits_non_zero(kit, tmp_path):
     errors = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and "no solutions/" in errors[0], proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_the_kits_pyproject_names_only_folders_the_kit_has(kit):
+    """`pip install -e .` in a kit: setuptools refuses a package directory that is missing."""
+    import tomllib
+
+    config = tomllib.loads((kit / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert "solutions" not in (kit / "pyproject.toml").read_text()
+    for package in config["packages"]:
+        folder = config["package-dir"].get(package, package.replace(".", "/"))
+        assert (kit / folder).is_dir(), package

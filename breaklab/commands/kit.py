@@ -36,6 +36,17 @@ def student_copy(name: str, text: str) -> str:
     return kept
 
 
+def student_pyproject(text: str) -> str:
+    """pyproject.toml without the solutions package, which the kit does not have (setuptools
+    refuses a package directory that does not exist: `pip install -e .` would fail)."""
+    kept = "\n".join(line for line in text.split("\n") if not line.lstrip().startswith('"breaklab.solutions" ='))
+    kept = re.sub(r'"breaklab\.solutions",\s*', "", kept)
+    if "solutions" in kept:
+        raise KitError("pyproject.toml: cannot remove every mention of the solutions package; update "
+                       "student_pyproject in breaklab/commands/kit.py")
+    return kept
+
+
 @click.command(name="kit")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="An empty (or new) folder for the hand-out.")
@@ -101,6 +112,8 @@ def make_kit(out: Path, rev: str = "HEAD", repo: Path | None = None, make_git: b
             data = tar.extractfile(m).read()
             if m.name.endswith(".md"):
                 data = student_copy(m.name, data.decode("utf-8")).encode("utf-8")
+            elif m.name == "pyproject.toml":
+                data = student_pyproject(data.decode("utf-8")).encode("utf-8")
             target.write_bytes(data)
             os.chmod(target, 0o755 if m.mode & 0o111 else 0o644)
             n += 1
