@@ -25,11 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from breaklab.breaks import BREAK_NAMES, MYSTERY, UnknownBreak, get_break
+from breaklab.breaks import BREAK_NAMES, MYSTERY, UnknownBreak, get_break, mystery_record
 from breaklab import METRICS_SCHEMA_VERSION, __version__
 from breaklab.diagnostics import StepDiagnostics, finite_or_none
 from breaklab.metric_log import MetricLogger, read_metrics
-from breaklab.mystery import run_record
 from breaklab.canonical_setup import (SetupError, atomic_write_text, configure_determinism,
                              environment_info, git_commit, load_checkpoint, load_dataset,
                              minibatches, rng_state, save_checkpoint, seed_everything,
@@ -266,7 +265,7 @@ def _meta(cfg: Config, amp: bool, dataset: dict[str, Any]) -> dict[str, Any]:
         "seed": cfg.seed,
         "break": cfg.break_name,
         "amp": "hidden" if cfg.break_name == MYSTERY else amp,  # AMP on would give a mystery away
-        **run_record(cfg.break_name, cfg.seed),  # a mystery's commitment, opened only with the secret
+        **mystery_record(cfg.break_name, cfg.seed),  # a mystery's commitment, opened only with the secret
         "config": asdict(cfg),
         "git": git_commit(),
         "env": environment_info(cfg.device, cfg.threads),

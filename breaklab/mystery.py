@@ -30,18 +30,6 @@ def is_mystery(meta: dict[str, Any] | None) -> bool:
     return isinstance(meta, dict) and meta.get("break") == MYSTERY
 
 
-def run_record(break_name: str, seed: int) -> dict[str, Any]:
-    """What meta.json records about a mystery run's choice: the commitment, nothing else. Empty
-    for a named run."""
-    if break_name != MYSTERY:
-        return {}
-    from breaklab.breaks import mystery_choice
-    from breaklab.secret import commitment, resolve
-
-    secret = resolve()
-    return {"mystery": {"commitment": commitment(seed, mystery_choice(seed, secret), secret)}}
-
-
 def normalise_guess(guess: str) -> str:
     g = guess.strip().lower().replace("-", "_")
     if g in HEALTHY_WORDS:

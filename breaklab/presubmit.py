@@ -3,7 +3,8 @@
 Each finding is a warning that names the grader's criterion it will cost and how many points,
 computed by the grader's own rules (breaklab.grader.rubric) on the same facts the grader will
 see: the symptom block against the broken run's metrics, the evidence files, and the patch's
-scope. Nothing here stops the submission; the student decides.
+scope. Nothing here stops the submission; the student decides. `breaklab submit` passes
+`presubmit_warnings` to build_submission as its review.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from breaklab.grader import rubric
+from breaklab.submission import BeforePacking, parse_symptom_block
 
 
 def allowed_scope(break_name: str) -> tuple[list[str], list[str]]:
@@ -65,13 +67,9 @@ def scope_warnings(patch: bytes, break_name: str, old: dict[str, str], new: dict
     return [] if c.points == c.max else [_cost(c)]
 
 
-def presubmit_warnings(*, report_text: str, template_text: str | None, evidence: dict[str, bytes],
-                       patch: bytes, break_name: str, broken: list[dict], old_sources: dict[str, str],
-                       new_sources: dict[str, str]) -> list[str]:
+def presubmit_warnings(facts: BeforePacking) -> list[str]:
     """Every warning, in the order of the report's parts: symptom block, evidence, fix."""
-    from breaklab.submission import parse_symptom_block
-
-    claim = parse_symptom_block(report_text)
-    template_claim = parse_symptom_block(template_text) if template_text else None
-    return (claim_warnings(claim, template_claim, broken) + evidence_warnings(evidence, claim)
-            + scope_warnings(patch, break_name, old_sources, new_sources))
+    claim = parse_symptom_block(facts.report_text)
+    template_claim = parse_symptom_block(facts.template_text) if facts.template_text else None
+    return (claim_warnings(claim, template_claim, facts.broken) + evidence_warnings(facts.evidence, claim)
+            + scope_warnings(facts.patch, facts.break_name, facts.old_sources, facts.new_sources))

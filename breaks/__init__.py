@@ -40,6 +40,17 @@ def mystery_choice(seed: int, secret: bytes | None = None) -> str:
     return pick(seed, mystery_options(), resolve() if secret is None else secret)
 
 
+def mystery_record(break_name: str, seed: int) -> dict:
+    """What meta.json records about a mystery run's choice: a commitment that opens only with
+    the secret (breaklab/secret.py), nothing else. Empty for a named run."""
+    if break_name != MYSTERY:
+        return {}
+    from breaklab.secret import commitment, resolve
+
+    secret = resolve()
+    return {"mystery": {"commitment": commitment(seed, mystery_choice(seed, secret), secret)}}
+
+
 class UnknownBreak(ValueError):
     pass
 

@@ -72,13 +72,13 @@ def test_processes_making_the_install_secret_at_once_agree(tmp_path):
     assert len(outs) == 1 and len(outs.pop()) == 64
 
 
-def test_a_run_records_a_commitment_that_opens_only_with_its_secret(monkeypatch):
-    from breaklab.mystery import run_record
+def test_a_mystery_records_a_commitment_that_opens_only_with_its_secret(monkeypatch):
+    from breaklab.breaks import mystery_record
     from breaklab.secret import open_commitment
 
     monkeypatch.setenv("BREAKLAB_SECRET", SECRET.decode())
-    record = run_record("mystery", 11)
-    assert run_record("mystery", 11) == record and run_record("huge_lr", 11) == {}
+    record = mystery_record("mystery", 11)
+    assert mystery_record("mystery", 11) == record and mystery_record("huge_lr", 11) == {}
     committed = record["mystery"]["commitment"]
     assert re.fullmatch(r"[0-9a-f]{64}", committed)  # nothing else: no name, no index
     assert open_commitment(11, committed, mystery_options(), SECRET) == mystery_choice(11, SECRET)
@@ -93,12 +93,12 @@ def test_a_run_records_a_commitment_that_opens_only_with_its_secret(monkeypatch)
 @pytest.fixture
 def mystery_meta(tmp_path, monkeypatch):
     """A run folder holding only the meta.json of a mystery run, its answer and a private cache."""
-    from breaklab.mystery import run_record
+    from breaklab.breaks import mystery_record
 
     monkeypatch.setenv("BREAKLAB_SECRET", SECRET.decode())
     monkeypatch.setenv("BREAKLAB_CACHE", str(tmp_path / "cache"))
     seed = next(s for s in range(1000) if mystery_choice(s, SECRET) == "eval_mode")
-    meta = {"seed": seed, "break": "mystery", **run_record("mystery", seed), "checkpoint_sha256": "ab" * 32}
+    meta = {"seed": seed, "break": "mystery", **mystery_record("mystery", seed), "checkpoint_sha256": "ab" * 32}
     folder = tmp_path / "runs" / f"mystery_{seed}"
     folder.mkdir(parents=True)
     (folder / "meta.json").write_text(json.dumps(meta))
@@ -155,12 +155,13 @@ def test_without_the_runs_secret_nothing_opens(mystery_meta, monkeypatch):
 
 
 def test_reveal_accepts_healthy_for_a_clean_mystery_and_works_on_named_runs(tmp_path, monkeypatch):
-    from breaklab.mystery import reveal, run_record
+    from breaklab.breaks import mystery_record
+    from breaklab.mystery import reveal
 
     monkeypatch.setenv("BREAKLAB_SECRET", SECRET.decode())
     monkeypatch.setenv("BREAKLAB_CACHE", str(tmp_path))
     clean_seed = next(s for s in range(1000) if mystery_choice(s, SECRET) == "none")
-    result = reveal({"seed": clean_seed, "break": "mystery", **run_record("mystery", clean_seed)}, "healthy")
+    result = reveal({"seed": clean_seed, "break": "mystery", **mystery_record("mystery", clean_seed)}, "healthy")
     assert result.right and result.shown and result.actual == "none"
     named = reveal({"seed": 1, "break": "huge_lr"}, "none")
     assert not named.right and not named.shown

@@ -9,6 +9,7 @@ import difflib
 from pathlib import Path
 
 from breaklab.presubmit import allowed_scope, presubmit_warnings
+from breaklab.submission import BeforePacking
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = (ROOT / "reports" / "TEMPLATE.md").read_text()
@@ -56,11 +57,11 @@ def outside_the_hook(source: str) -> str:
 
 def warnings(report=REPORT, evidence=None, new_source=None, path=MODULE, broken=BROKEN):
     new_source = in_the_hook(SOURCE) if new_source is None else new_source
-    return presubmit_warnings(
+    return presubmit_warnings(BeforePacking(
         report_text=report, template_text=TEMPLATE,
         evidence={"loss.json": b'{"metric": "loss", "step": 2, "value": 7.66}'} if evidence is None else evidence,
         patch=patch_of(path, SOURCE, new_source), break_name="huge_lr", broken=broken,
-        old_sources={MODULE: SOURCE}, new_sources={MODULE: new_source})
+        old_sources={MODULE: SOURCE}, new_sources={MODULE: new_source}))
 
 
 def test_a_complete_submission_gets_no_warning():
@@ -93,7 +94,8 @@ def test_a_change_outside_the_hook_or_the_file_costs_minimal_scope():
     (w,) = warnings(new_source=outside_the_hook(SOURCE))
     assert w.startswith("minimal_scope will cost 6 of its 6 points") and "HugeLR.learning_rate" in w
     trainer = (ROOT / "trainer.py").read_text()
-    w = presubmit_warnings(report_text=REPORT, template_text=TEMPLATE, evidence={"a.json": b'{"loss": 1}'},
-                           patch=patch_of("trainer.py", trainer, trainer + "# compensated here\n"),
-                           break_name="huge_lr", broken=BROKEN, old_sources={}, new_sources={})
+    w = presubmit_warnings(BeforePacking(
+        report_text=REPORT, template_text=TEMPLATE, evidence={"a.json": b'{"loss": 1}'},
+        patch=patch_of("trainer.py", trainer, trainer + "# compensated here\n"), break_name="huge_lr",
+        broken=BROKEN, old_sources={"trainer.py": trainer}, new_sources={"trainer.py": trainer + "# x\n"}))
     assert len(w) == 1 and w[0].startswith("minimal_scope will cost 6") and "trainer.py" in w[0]

@@ -41,6 +41,7 @@ def submit(seed, break_name, report, evidence, student, epochs, threads, base, r
       breaklab submit --seed 42 --break missing_zero_grad --report my_report.md \\
           --evidence broken_report.png --student alice
     """
+    from breaklab.presubmit import presubmit_warnings
     from breaklab.submission import SubmitError, SubmitOptions, build_submission
 
     opts = SubmitOptions(seed=seed, break_name=break_name, report=report, evidence=tuple(evidence),
@@ -48,7 +49,8 @@ def submit(seed, break_name, report, evidence, student, epochs, threads, base, r
                          tarball=tarball)
     try:
         path, digest = build_submission(opts, progress=lambda s: click.echo(s, err=True),
-                                        warn=lambda s: click.echo(f"warning: {s}", err=True))
+                                        warn=lambda s: click.echo(f"warning: {s}", err=True),
+                                        review=presubmit_warnings)
     except SubmitError as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"submission: {path}")
