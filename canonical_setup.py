@@ -34,6 +34,7 @@ import torch  # noqa: E402
 
 from breaklab.atomic import (atomic_write_bytes, atomic_write_text, sha256_bytes,  # noqa: E402,F401
                              sha256_file, write_with_sha256)
+from breaklab.cache import cache_candidates  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 SAMPLE_DIR = ROOT / "data" / "sample"
@@ -141,13 +142,6 @@ def verify_sample() -> dict[str, str]:
     return sums
 
 
-def _cache_root() -> Path:
-    base = os.environ.get("BREAKLAB_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "breaklab"
-    )
-    return Path(base)
-
-
 def unpacked_sample_root(sums: dict[str, str]) -> Path:
     """Unpack the bundled .gz files once into a cache folder torchvision can read.
 
@@ -156,7 +150,7 @@ def unpacked_sample_root(sums: dict[str, str]) -> Path:
     temporary folder, then rename), so concurrent runs never see half a dataset.
     """
     key = hashlib.sha256("".join(sorted(sums.values())).encode()).hexdigest()[:16]
-    for base in (_cache_root(), Path(tempfile.gettempdir()) / "breaklab-cache"):
+    for base in cache_candidates():
         final = base / f"mnist-sample-{key}"
         if _cache_intact(final):
             return final

@@ -45,6 +45,14 @@ for arg in "$@"; do
 done
 
 NAME="${BREAK}_${SEED}"
+# A tree with a local fix (uncommitted changes to breaks/ or trainer.py, by git) writes beside the
+# broken run instead of over it, so that `breaklab compare` can show both. Without git: not seen.
+# BREAKLAB_DETECT_FIX=0 turns this off (the test suite does, for a developer's uncommitted edits).
+if [[ "$BREAK" != none && "${BREAKLAB_DETECT_FIX:-1}" != 0 ]] && git -C "$HERE" rev-parse -q --verify HEAD >/dev/null 2>&1 \
+        && ! git -C "$HERE" diff --quiet HEAD -- breaks trainer.py 2>/dev/null; then
+    echo "local changes to breaks/ or trainer.py: writing runs/${NAME}_fixed/ and run_${NAME}_fixed.tgz (runs/${NAME}/ is kept)" >&2
+    NAME="${NAME}_fixed"
+fi
 OUT="runs/${NAME}"
 TARBALL="run_${NAME}.tgz"
 

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from breaklab import METRICS_SCHEMA_VERSION, __version__
-from breaklab.breaks import MYSTERY, Break, get_break
+from breaklab.breaks import MYSTERY, Break, get_break, mystery_record
 from breaklab.canonical_setup import (SetupError, atomic_write_text, configure_determinism,
                                       environment_info, git_commit, load_checkpoint, load_dataset,
                                       minibatches, rng_state, save_checkpoint, seed_everything,
@@ -267,7 +267,7 @@ def train(cfg: Config) -> dict[str, Any]:
         {**meta, "status": status, "checkpoint_sha256": checkpoint_sha}, indent=2) + "\n")
     # Timings are returned, never written: they are not reproducible.
     return {"epochs_done": epoch + 1, "epochs_total": cfg.epochs, "checkpoint_sha256": checkpoint_sha,
-            "seconds": loop_seconds, "started": t_start}
+            "mystery": cfg.break_name == MYSTERY, "seconds": loop_seconds, "started": t_start}
 
 
 # ============================================================================
@@ -286,6 +286,7 @@ def _meta(cfg: Config, amp: bool, dataset: dict[str, Any]) -> dict[str, Any]:
         "seed": cfg.seed,
         "break": cfg.break_name,
         "amp": "hidden" if cfg.break_name == MYSTERY else amp,  # AMP on would give a mystery away
+        **mystery_record(cfg.break_name, cfg.seed),  # a mystery's commitment, opened only with the secret
         "config": asdict(cfg),
         "git": git_commit(),
         "env": environment_info(cfg.device, cfg.threads),

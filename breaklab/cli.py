@@ -19,6 +19,7 @@ def cli() -> None:
       breaklab train --break NAME   train with one break (same as python trainer.py)
       breaklab doctor RUN           diagnose a finished run from its measurements
       breaklab triage --break NAME  the ordered debugging procedure, as short experiments
+      ./demo_run.sh 5 mystery       a hidden break: breaklab hint RUN, breaklab reveal RUN --guess NAME
     """
 
 
@@ -26,6 +27,7 @@ def _register() -> None:
     from breaklab.commands.compare import compare
     from breaklab.commands.doctor import doctor
     from breaklab.commands.grade import grade
+    from breaklab.commands.hint import hint
     from breaklab.commands.kit import kit
     from breaklab.commands.list_breaks import list_breaks
     from breaklab.commands.pack import pack
@@ -42,6 +44,7 @@ def _register() -> None:
     cli.add_command(triage)
     cli.add_command(compare)
     cli.add_command(plot)
+    cli.add_command(hint)
     cli.add_command(reveal)
     cli.add_command(submit)
     cli.add_command(grade)

@@ -69,10 +69,11 @@ def _epoch_x(run) -> list[int]:
 
 def report_png(run, diagnosis) -> bytes:
     """The one-page figure of a run. `diagnosis` only supplies the symptom's first step and a
-    description of the symptom; the cause's name is never drawn (mystery runs get figures too)."""
+    description of the symptom; the cause's name is never drawn. None (a mystery run): the
+    subtitle gives measurements only."""
     st = run.steps
     x = [r["step"] for r in st]
-    onset = diagnosis.onset_step
+    onset = diagnosis.onset_step if diagnosis is not None else None  # None: a mystery run, no marks
     fig, axes = _figure(4, 2, 14)
 
     ax = axes[0]
@@ -146,7 +147,10 @@ def report_png(run, diagnosis) -> bytes:
     acc = last.get("test_acc")
     title = f"{Path(run.source).name}: {len(st)} steps, test accuracy " + (
         f"{acc:.3f}" if acc is not None else "n/a")
-    if onset is not None:
+    if diagnosis is None:  # a mystery run: measurements only, not what the doctor makes of them
+        title += (f"\nloss {_num(st[0].get('loss'))} at step 0 -> {_num(st[-1].get('loss'))} at step "
+                  f"{st[-1]['step']}; gradient norm {_num(st[0].get('grad_norm'))} -> {_num(st[-1].get('grad_norm'))}")
+    elif onset is not None:
         title += f"\nsymptom starts at step {onset} (red dashed line): {diagnosis.onset}"
     elif diagnosis.verdict == "healthy":
         title += "\nno symptom found: the loss fell and no detector fired"
@@ -158,13 +162,19 @@ def report_png(run, diagnosis) -> bytes:
     return _png(fig)
 
 
+def _num(v: Any) -> str:
+    return "non-finite" if v is None else f"{v:.3g}"
+
+
 def write_report(run_path: Path | str, out: Path | str | None = None) -> Path:
-    """Draw report.png for a run folder or tarball; by default into the run folder."""
+    """Draw report.png for a run folder or tarball; by default into the run folder. A mystery
+    run's figure is drawn without the doctor's reading (no symptom line, no marked step)."""
     from breaklab.doctor import diagnose, load_run
+    from breaklab.mystery import is_mystery
 
     run = load_run(run_path)
     target = Path(out) if out is not None else Path(run_path) / "report.png"
-    atomic_write_bytes(target, report_png(run, diagnose(run)))
+    atomic_write_bytes(target, report_png(run, None if is_mystery(run.meta) else diagnose(run)))
     return target
 
 

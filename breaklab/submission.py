@@ -141,13 +141,30 @@ def default_name(break_name: str, seed: int, student: str | None) -> str:
     return f"submission_{break_name}_{seed}" + (f"_{student}" if student else "")
 
 
+@dataclass
+class BeforePacking:
+    """What a submission holds once both runs' code is ready, for a review before packing
+    (breaklab.presubmit: what the grader will take points off for)."""
+    report_text: str
+    template_text: str | None      # reports/TEMPLATE.md of the base commit
+    evidence: dict[str, bytes]
+    patch: bytes
+    break_name: str
+    broken: list[dict[str, Any]]   # the broken run's metrics records, just re-trained
+    old_sources: dict[str, str]    # every file the patch changes, before and after it
+    new_sources: dict[str, str]
+
+
 def build_submission(opts: SubmitOptions, progress: Callable[[str], None] = lambda s: None,
-                     warn: Callable[[str], None] = lambda s: None) -> tuple[Path, str]:
-    """Make both runs, pack the submission, write it and its .sha256; return (path, SHA-256)."""
+                     warn: Callable[[str], None] = lambda s: None,
+                     review: Callable[[BeforePacking], list[str]] | None = None) -> tuple[Path, str]:
+    """Make both runs, pack the submission, write it and its .sha256; return (path, SHA-256).
+    `review` (if given) sees the submission before it is packed; each line it returns is warned."""
     from breaklab import catalogue
     from breaklab.grader import gitrepo
     from breaklab.grader.intake import STUDENT
     from breaklab.grader.runs import RunSpec, train
+    from breaklab.metric_log import parse_metrics
     from breaklab.tarballs import write_tarball
 
     if opts.break_name not in catalogue.names(controls=False):
@@ -190,10 +207,21 @@ def build_submission(opts: SubmitOptions, progress: Callable[[str], None] = lamb
         progress(f"broken run: base commit {base[:12]}, {spec.command('broken')}")
         broken = train(tree, spec, tmp / "work", "broken", timeout=opts.timeout)
         _require_ok(broken, "broken")
+        changed = [c.path for c in gitrepo.parse_patch(patch)]
+        old_sources = _read_sources(tree, changed)
         try:
             gitrepo.apply_patch(tree, patch)
         except gitrepo.GitError as e:
             raise SubmitError(str(e)) from None
+        if review is not None:  # before packing, on this very broken run
+            template = tree / "reports" / "TEMPLATE.md"
+            for w in review(BeforePacking(
+                    report_text=report_text, evidence=evidence, patch=patch, break_name=opts.break_name,
+                    template_text=template.read_text(encoding="utf-8") if template.is_file() else None,
+                    broken=parse_metrics(broken.files()["metrics.jsonl"].decode("utf-8", errors="replace"),
+                                         "broken/metrics.jsonl"),
+                    old_sources=old_sources, new_sources=_read_sources(tree, changed))):
+                warn(w)
         progress(f"fixed run: base commit + your patch ({_patch_stat(patch)})")
         fixed = train(tree, spec, tmp / "work", "fixed", timeout=opts.timeout)
         _require_ok(fixed, "fixed")
@@ -247,6 +275,10 @@ def _read_evidence(paths) -> dict[str, bytes]:
             n += 1
         out[name] = p.read_bytes()
     return out
+
+
+def _read_sources(tree: Path, paths: list[str]) -> dict[str, str]:
+    return {p: (tree / p).read_text(encoding="utf-8", errors="replace") for p in paths if (tree / p).is_file()}
 
 
 def _require_ok(run, label: str) -> None:

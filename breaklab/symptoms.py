@@ -45,10 +45,52 @@ def sentence(name: str, records_of_kind: list[dict[str, Any]]) -> str | None:
     return None if sighting is None else SENTENCES[name](sighting)
 
 
-def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
+def _at(r: dict, key: str, spec: str = ".3g") -> str:
+    v = r.get(key)
+    return "non-finite" if v is None else format(v, spec)
+
+
+def measurements(steps: list[dict], epochs: list[dict]) -> list[str]:
+    """The same lines for every run, numbers only: what a mystery run's summary shows instead of
+    the symptoms, which would name the mechanism (and, by which of them appear, the answer)."""
+    if not steps:
+        return []
+    first, last = steps[0], steps[-1]
+    finite = [r for r in steps if r.get("loss") is not None]
+    lines = []
+    top = max(finite, key=lambda r: r["loss"], default=None)
+    low = min((sum(r["loss"] for r in finite[i:i + 10]) / 10 for i in range(len(finite) - 9)), default=None)
+    lines.append(f"loss {_at(first, 'loss')} at step 0" + (f", highest {top['loss']:.3g} at step {top['step']}" if top else "")
+                 + (f", lowest 10-step mean {low:.3g}" if low is not None else "")
+                 + f", {len(steps) - len(finite)} non-finite step(s)")
+    norms = [r for r in steps if r.get("grad_norm") is not None]
+    at19 = steps[19] if len(steps) > 19 else last
+    lines.append(f"gradient norm {_at(first, 'grad_norm')} at step 0, {_at(at19, 'grad_norm')} at step {at19['step']}"
+                 + (f", highest {max(r['grad_norm'] for r in norms):.3g}" if norms else ""))
+    lines.append(f"update size (|update| / |weights|) {_at(first, 'update_ratio')} at step 0, "
+                 f"{_at(last, 'update_ratio')} at the last step")
+    zero = rules.scattered_zero_frac(steps)
+    lines.append(f"hidden units with an all-zero gradient at the last step: {_at(last, 'dead_unit_frac', '.0%')}; "
+                 f"other first-layer gradient entries exactly zero (last 10 steps): "
+                 + ("n/a" if zero is None else f"{zero:.1%}"))
+    lines.append(f"BatchNorm running |mean| {_at(last, 'bn_running_mean_abs')}, running variance "
+                 f"{_at(last, 'bn_running_var_mean')} at the last step")
+    lines.append(f"outputs fed to the loss at the last step: min {_at(last, 'logit_min')}, "
+                 f"max {_at(last, 'logit_max')}, mean row sum {_at(last, 'logit_rowsum_mean')}")
+    if epochs:
+        lines.append("train accuracy per epoch " + ", ".join(_at(e, "train_acc") for e in epochs))
+    return lines
+
+
+def summarize(records: list[dict[str, Any]], wording: str = "symptoms") -> dict[str, Any]:
+    """The run's final numbers, with the symptoms the rule book sees, or with wording="measurements"
+    (mystery runs) the same fixed list of measurements for every run instead."""
     steps, epochs = rules.step_records(records), rules.epoch_records(records)
-    observations = [SENTENCES[name](seen) for name, seen in rules.sightings(records).items()]
     last = epochs[-1] if epochs else {}
+    if wording == "measurements":
+        observations = {"measurements": measurements(steps, epochs)}
+    else:
+        observations = {"symptoms": [SENTENCES[name](seen) for name, seen in rules.sightings(records).items()]}
     return {
         "steps": len(steps),
         "initial_loss": steps[0].get("loss") if steps else None,
@@ -57,7 +99,7 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
         "train_acc": last.get("train_acc"),
         "test_loss": last.get("test_loss"),
         "test_acc": last.get("test_acc"),
-        "symptoms": observations,
+        **observations,
     }
 
 
@@ -75,7 +117,9 @@ def format_summary(summary: dict[str, Any], out: str, what: str | None = None) -
                     if "total_seconds" in summary else ""))
     lines.append(f"loss:     {_fmt(summary['initial_loss'])} at step 0 -> {_fmt(summary['final_loss'])} at the last step")
     lines.append(f"test:     accuracy {_fmt(summary['test_acc'], '.3f')}, loss {_fmt(summary['test_loss'])}")
-    if summary["symptoms"]:
+    if "measurements" in summary:  # a mystery run: numbers, no interpretation
+        lines += [("measured: " if i == 0 else "          ") + m for i, m in enumerate(summary["measurements"])]
+    elif summary["symptoms"]:
         lines.append("symptoms: " + summary["symptoms"][0])
         lines += ["          " + s for s in summary["symptoms"][1:]]
     else:

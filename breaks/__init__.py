@@ -23,28 +23,47 @@ REGISTRY: dict[str, type[Break]] = {
 }
 BREAK_NAMES = [name for name in REGISTRY if name != "none"]
 
-# Mystery mode: `--break mystery` picks one break, or none, from the seed and records only the
-# word "mystery". The choice is a fixed function of the seed (see mystery_choice).
+# Mystery mode: `--break mystery` picks one break, or none, from the seed, salted with a secret
+# (breaklab/secret.py), and records only the word "mystery" and a commitment to the choice.
 MYSTERY = catalogue.MYSTERY
 
 
-def mystery_choice(seed: int) -> str:
-    """The break (or "none") a mystery run with this seed uses: a SHA-256 of the seed, so it is
-    the same on every machine and Python version, and a guess cannot be read off the seed."""
-    import hashlib
+def mystery_options() -> list[str]:
+    return ["none"] + sorted(BREAK_NAMES)
 
-    options = ["none"] + sorted(BREAK_NAMES)
-    digest = hashlib.sha256(f"breaklab-mystery:{seed}".encode()).digest()
-    return options[int.from_bytes(digest[:8], "big") % len(options)]
+
+def mystery_choice(seed: int, secret: bytes | None = None) -> str:
+    """The break (or "none") a mystery run with this seed uses under this secret (by default
+    BREAKLAB_SECRET's, or the per-install one): the same on every machine for the same seed and
+    secret, and not computable from the seed alone."""
+    from breaklab.secret import pick, resolve
+
+    return pick(seed, mystery_options(), resolve() if secret is None else secret)
+
+
+def mystery_record(break_name: str, seed: int) -> dict:
+    """What meta.json records about a mystery run's choice: a commitment that opens only with
+    the secret (breaklab/secret.py), nothing else. Empty for a named run."""
+    if break_name != MYSTERY:
+        return {}
+    from breaklab.secret import commitment, resolve
+
+    secret = resolve()
+    return {"mystery": {"commitment": commitment(seed, mystery_choice(seed, secret), secret)}}
 
 
 class UnknownBreak(ValueError):
     pass
 
 
-def get_break(name: str, seed: int = 0) -> Break:
+def get_break(name: str, seed: int = 0, secret: bytes | None = None) -> Break:
     if name == MYSTERY:
-        name = mystery_choice(seed)
+        from breaklab.secret import SecretError
+
+        try:
+            name = mystery_choice(seed, secret)
+        except SecretError as e:
+            raise UnknownBreak(f"the mystery break cannot be picked: {e}") from None
     try:
         return REGISTRY[name](seed=seed)
     except KeyError:

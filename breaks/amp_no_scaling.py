@@ -1,10 +1,4 @@
-"""amp_no_scaling: float16 autocast without a GradScaler.
-
-float16 cannot represent magnitudes below about 6e-8. Small gradients computed in float16 round
-to exactly zero (underflow) unless the loss is first multiplied by a large scale. Measured here:
-no NaN appears; the symptom is scattered exact-zero gradient entries (not whole dead units) that
-grow as the loss, and with it the gradients, get small, and slower late learning.
-"""
+"""The amp_no_scaling break: one hook of breaks.base.Break, overridden (see `breaklab list`)."""
 from breaklab.breaks.base import Break
 
 
@@ -18,4 +12,4 @@ class AmpNoScaling(Break):
     needs_amp = True  # this break switches --amp on
 
     def use_grad_scaler(self, amp: bool) -> bool:
-        return False  # BUG: float16 gradients underflow. Fix: return amp
+        return False

@@ -1,10 +1,4 @@
-"""double_softmax: softmax is applied before cross_entropy, which applies log-softmax itself.
-
-The loss then sees probabilities in [0, 1] as if they were logits. The largest "logit" gap it can
-see is 1, so the loss cannot go below about 1.46 even for perfect predictions, the gradients are
-squashed, and learning slows. Accuracy can still look decent: the symptom is the loss floor and
-outputs that sum to 1.
-"""
+"""The double_softmax break: one hook of breaks.base.Break, overridden (see `breaklab list`)."""
 import torch
 
 from breaklab.breaks.base import Break
@@ -19,4 +13,4 @@ class DoubleSoftmax(Break):
     hook = "outputs"
 
     def outputs(self, logits: torch.Tensor) -> torch.Tensor:
-        return logits.softmax(dim=1)  # BUG: cross_entropy expects logits. Fix: return logits
+        return logits.softmax(dim=1)

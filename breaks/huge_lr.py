@@ -1,9 +1,4 @@
-"""huge_lr: the learning rate is 100 times too large (for example 10 instead of 0.1).
-
-A slipped exponent or a learning rate tuned for another optimizer. Each step overshoots: the
-loss rises instead of falling, the update is as large as the weights themselves, and ReLU units
-are knocked into the region where they never fire again (their gradient is exactly zero).
-"""
+"""The huge_lr break: one hook of breaks.base.Break, overridden (see `breaklab list`)."""
 from breaklab.breaks.base import Break
 
 
@@ -16,4 +11,4 @@ class HugeLR(Break):
     hook = "learning_rate"
 
     def learning_rate(self, lr: float) -> float:
-        return lr * 100  # BUG: x100. Fix: return lr.
+        return lr * 100

@@ -1,9 +1,4 @@
-"""label_permute: the labels are shuffled with their own permutation, not the images' one.
-
-The classic way to get here: two loaders (or two `shuffle` calls) for images and labels. Each
-label then belongs to a random image of the batch: no input carries information about its
-target, so nothing can be learned and test accuracy sits at chance (about 10%).
-"""
+"""The label_permute break: one hook of breaks.base.Break, overridden (see `breaklab list`)."""
 import torch
 
 from breaklab.breaks.base import Break
@@ -18,7 +13,5 @@ class LabelPermute(Break):
     hook = "targets"
 
     def targets(self, y: torch.Tensor, step: int) -> torch.Tensor:
-        # BUG: a second, independent permutation of the labels (seeded from the step, so the
-        # run stays deterministic and resumable). Fix: return y unchanged.
-        g = torch.Generator().manual_seed(self.seed * 7919 + step)
-        return y[torch.randperm(len(y), generator=g).to(y.device)]
+        generator = torch.Generator().manual_seed(self.seed * 7919 + step)
+        return y[torch.randperm(len(y), generator=generator).to(y.device)]

@@ -1,8 +1,4 @@
-"""missing_zero_grad: the gradients are never cleared between steps.
-
-`loss.backward()` adds into `.grad`. Without `optimizer.zero_grad()` every step's gradient is the
-sum of all the gradients so far: the gradient norm grows step after step and the updates with it.
-"""
+"""The missing_zero_grad break: one hook of breaks.base.Break, overridden (see `breaklab list`)."""
 import torch
 
 from breaklab.breaks.base import Break
@@ -17,4 +13,4 @@ class MissingZeroGrad(Break):
     hook = "zero_grad"
 
     def zero_grad(self, optimizer: torch.optim.Optimizer) -> None:
-        pass  # BUG: the previous gradients stay in .grad. Fix: optimizer.zero_grad(set_to_none=True)
+        pass

@@ -3,6 +3,7 @@ human summary, and clear usage errors."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -84,3 +85,48 @@ def test_usage_errors_are_clear(tmp_path, args, message):
     assert message in r.stderr
     assert "Traceback" not in r.stderr
     assert not list(tmp_path.glob("*.tgz"))
+
+
+def tree_copy(dest: Path, with_git: bool) -> Path:
+    """The repository's tracked files as they are now, in a folder of their own (a git repository
+    with one commit, or no git at all)."""
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    for name in filter(None, files.decode().split("\0")):
+        src = ROOT / name
+        if src.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+    if with_git:
+        git = lambda *a: subprocess.run(["git", *a], cwd=dest, check=True, capture_output=True)
+        git("init", "-q")
+        git("add", "-A")
+        git("-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false", "commit", "-q", "-m", "course")
+    return dest
+
+
+@pytest.mark.slow
+def test_a_local_fix_writes_beside_the_broken_run(tmp_path, monkeypatch):
+    """With an uncommitted change to breaks/ the run is BREAK_SEED_fixed (said in one line) and the
+    broken run's folder is left alone; without git nothing is detected."""
+    monkeypatch.setenv("BREAKLAB_DETECT_FIX", "1")
+    for with_git, expected in ((True, "huge_lr_42_fixed"), (False, "huge_lr_42")):
+        tree = tree_copy(tmp_path / f"tree_{with_git}", with_git)
+        module = tree / "breaks" / "huge_lr.py"
+        module.write_text(module.read_text().replace("return lr * 100", "return lr"))
+        work = tmp_path / f"work_{with_git}"
+        (work / "runs" / "huge_lr_42").mkdir(parents=True)
+        (work / "runs" / "huge_lr_42" / "kept.txt").write_text("the broken run\n")
+        env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(tree)}
+        r = subprocess.run(["bash", str(tree / "demo_run.sh"), "42", "huge_lr", "--dry-run", "--quiet"],
+                           cwd=work, env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        assert (work / "runs" / expected / "metrics.jsonl").is_file()
+        assert (work / f"run_{expected}.tgz").is_file()
+        said = [line for line in r.stderr.splitlines() if "local changes" in line]
+        if with_git:
+            assert said == ["local changes to breaks/ or trainer.py: writing runs/huge_lr_42_fixed/ and "
+                            "run_huge_lr_42_fixed.tgz (runs/huge_lr_42/ is kept)"]
+            assert (work / "runs" / "huge_lr_42" / "kept.txt").is_file()
+            assert not (work / "runs" / "huge_lr_42" / "metrics.jsonl").exists()
+        else:
+            assert said == []

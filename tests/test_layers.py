@@ -22,13 +22,14 @@ ROOT_MODULES = {"breaklab.trainer": ROOT / "trainer.py", "breaklab.canonical_set
 LAYERS = [
     ("data and run files", ["breaklab", "breaklab.atomic", "breaklab.canonical_setup", "breaklab.config",
                             "breaklab.catalogue", "breaklab.metric_log", "breaklab.tarballs", "breaklab.runfiles",
+                            "breaklab.cache", "breaklab.secret",
                             "breaklab.solutions"]),
     ("training", ["breaklab.breaks", "breaklab.breaks.*", "breaklab.diagnostics", "breaklab.trainer",
                   "breaklab.monitor", "breaklab.integrations", "breaklab.integrations.*"]),
     ("measurement and diagnosis", ["breaklab.rules", "breaklab.symptoms", "breaklab.remedies",
                                    "breaklab.doctor", "breaklab.triage", "breaklab.plots", "breaklab.mystery",
                                    "breaklab.run_summary", "breaklab.hints", "breaklab.early_warnings"]),
-    ("submission and grading", ["breaklab.submission", "breaklab.grader", "breaklab.grader.*",
+    ("submission and grading", ["breaklab.submission", "breaklab.presubmit", "breaklab.grader", "breaklab.grader.*",
                                 "breaklab.exercises", "breaklab.exercises.*", "breaklab.solutions.*"]),
     ("command line", ["breaklab.cli", "breaklab.__main__", "breaklab.commands", "breaklab.commands.*"]),
 ]

@@ -174,6 +174,11 @@ def test_submission_is_byte_reproducible_and_its_manifest_is_complete(tmp_path, 
     first, again = tmp_path / "first.tgz", tmp_path / "again.tgz"
     r = submit(*args, "--tarball", str(first))
     assert r.exit_code == 0, r.output
+    # Before packing, submit said what the grader will take off, measured on this broken run:
+    # the report claims loss 4.0 at step 2, and the edit is outside the hook.
+    assert "warning: claim_matches will cost 12 of its 12 points" in r.output
+    assert "warning: minimal_scope will cost 6 of its 6 points" in r.output
+    assert "evidence will cost" not in r.output
     r = submit(*args, "--tarball", str(again))
     assert r.exit_code == 0, r.output
     assert again.read_bytes() == first.read_bytes()

@@ -20,7 +20,12 @@ def _fmt(v) -> str:
 def compare(run_a: Path, run_b: Path, out: Path) -> None:
     """Overlay RUN_A (solid) and RUN_B (dashed), typically a broken run and its fix: loss,
     accuracy, learning rate, gradient norm, zero gradients, dead units. Prints the key numbers
-    and each run's diagnosis."""
+    and each run's diagnosis (hidden for a mystery run).
+
+    \b
+    Example:
+      breaklab compare runs/huge_lr_42 runs/huge_lr_42_fixed
+    """
     from breaklab.doctor import RunReadError, diagnose, load_run
     from breaklab.plots import compare_png, compare_summary
     from breaklab.canonical_setup import atomic_write_bytes
@@ -32,7 +37,12 @@ def compare(run_a: Path, run_b: Path, out: Path) -> None:
     la, lb = run_a.name, run_b.name
     if la == lb:
         la, lb = str(run_a), str(run_b)
-    rows = compare_summary(a, b) + [("doctor's verdict", diagnose(a).verdict, diagnose(b).verdict)]
+    from breaklab.mystery import is_mystery
+
+    def verdict(run) -> str:  # a mystery run's verdict would be its answer: `breaklab hint` grades it
+        return "hidden (mystery run)" if is_mystery(run.meta) else diagnose(run).verdict
+
+    rows = compare_summary(a, b) + [("doctor's verdict", verdict(a), verdict(b))]
     w0 = max(len(r[0]) for r in rows)
     w1 = max(len(la), *(len(_fmt(r[1])) for r in rows))
     click.echo(f"{'':<{w0}}  {la:<{w1}}  {lb}")

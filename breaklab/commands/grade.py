@@ -39,8 +39,16 @@ def grade(submissions, out, jobs, formats, repo, timeout, keep_work, plots) -> N
     Each tarball is opened defensively, its broken and fixed runs are re-run in a sandbox from a
     fresh checkout of the course repository at its base commit, and it is scored out of 100
     (reproducibility 35, diagnostics 30, fix 20, explanation 15; see docs/GRADING.md). A
-    submission that cannot be graded gets 0 with the reason; the others go on.
+    submission that cannot be graded gets 0 with the reason; the others go on, and the command
+    exits 1 when any was rejected or hit an error.
+
+    \b
+    Example:
+      breaklab grade inbox/ --repo ../course-kit --out grades --jobs 2 --format json,csv,gradescope
     """
+    if not answers_available():
+        raise click.ClickException("this copy of breaklab has no solutions/ (a course kit has none): grade "
+                                   "from the instructor's checkout, with --repo set to the kit")
     from breaklab.grader.grade import Grader
 
     repo = course_repository(repo)
@@ -72,6 +80,31 @@ def grade(submissions, out, jobs, formats, repo, timeout, keep_work, plots) -> N
                f"rejected {sum(g['status'] == 'rejected' for g in grades)}, "
                f"errors {sum(g['status'] == 'error' for g in grades)}; {review} with items to review")
     click.echo(f"grades: {out}/" + ("grades.csv" if "csv" in formats else "<submission>/grade.json"))
+    ungraded = [g["submission"] for g in grades if g["status"] in ("rejected", "error")]
+    if ungraded:
+        raise click.ClickException(f"{len(ungraded)} of {len(grades)} submission(s) could not be graded "
+                                   f"({', '.join(ungraded[:5])}{', ...' if len(ungraded) > 5 else ''}): "
+                                   f"each one's grade.md says why")
+
+
+def answers_available() -> bool:
+    """Whether this copy of breaklab holds the reference solutions (the rubrics the grader scores
+    against): beside its trainer in a checkout, inside the package when installed. A solutions
+    package found elsewhere (another checkout's editable install) belongs to another copy."""
+    import breaklab
+
+    try:
+        from breaklab import solutions
+    except ImportError:
+        return False
+    package = Path(breaklab.__file__).resolve().parent
+    found = Path(solutions.__file__).resolve().parent
+    if found not in (package / "solutions", package.parent / "solutions"):
+        return False
+    try:
+        return bool(solutions.names())
+    except OSError:
+        return False
 
 
 def course_repository(repo: Path | None) -> Path:

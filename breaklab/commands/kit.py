@@ -1,6 +1,7 @@
 """`breaklab kit`: the student hand-out, without the answers."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import click
@@ -11,14 +12,39 @@ import click
 #   tests/test_grader.py         grades the reference submissions (the grader reads the rubrics);
 #   tests/test_sandbox.py        grades hostile copies of a reference submission;
 #   tests/submission_fixtures.py builds those submissions from the reference fixes and write-ups.
+#   tests/test_kit.py            checks a kit against the reference fixes;
+#   docs/GRADING.md              the instructor's guide to the rubric and the answers.
 # Files that merely mention solutions/ and cope with its absence (breaklab/mystery.py) stay.
 PRIVATE = ("solutions/", "tests/test_solutions.py", "tests/test_grader.py", "tests/test_sandbox.py",
-           "tests/submission_fixtures.py")
+           "tests/submission_fixtures.py", "tests/test_kit.py", "docs/GRADING.md")
 KIT_AUTHOR = ("breaklab course", "course@breaklab.invalid", "2000-01-01T00:00:00+0000")
+# Passages of the documentation that speak of the answers (solutions/, grading) are fenced with
+# these comments; the kit's copy of every .md file leaves them out.
+INSTRUCTOR_ONLY = re.compile(r"^<!-- instructor-only -->\n.*?^<!-- /instructor-only -->\n", re.S | re.M)
 
 
 def is_private(path: str) -> bool:
     return any(path == p or path.startswith(p) for p in PRIVATE)
+
+
+def student_copy(name: str, text: str) -> str:
+    """A documentation file as the kit has it: without its instructor-only passages. A marker
+    left unpaired is an error, rather than a passage handed out by mistake."""
+    kept = INSTRUCTOR_ONLY.sub("", text)
+    if "instructor-only -->" in kept:
+        raise KitError(f"{name}: an <!-- instructor-only --> marker without its pair; fix the markers")
+    return kept
+
+
+def student_pyproject(text: str) -> str:
+    """pyproject.toml without the solutions package, which the kit does not have (setuptools
+    refuses a package directory that does not exist: `pip install -e .` would fail)."""
+    kept = "\n".join(line for line in text.split("\n") if not line.lstrip().startswith('"breaklab.solutions" ='))
+    kept = re.sub(r'"breaklab\.solutions",\s*', "", kept)
+    if "solutions" in kept:
+        raise KitError("pyproject.toml: cannot remove every mention of the solutions package; update "
+                       "student_pyproject in breaklab/commands/kit.py")
+    return kept
 
 
 @click.command(name="kit")
@@ -30,11 +56,16 @@ def is_private(path: str) -> bool:
 @click.option("--git/--no-git", "make_git", default=True, show_default=True,
               help="Make the hand-out a git repository with one commit (students need one to submit).")
 def kit(out, rev, repo, make_git) -> None:
-    """Write the student hand-out into OUT: the repository at REV without solutions/ and the
-    tests that read them.
+    """Write the student hand-out into OUT: the repository at REV without solutions/, the
+    tests that read them and the instructor's grading guide, and with every .md file's
+    instructor-only passages left out.
 
     With --git (the default) OUT becomes a git repository with one commit whose id depends only on
     the files: give students this repository, and grade against it (`breaklab grade --repo OUT`).
+
+    \b
+    Example:
+      breaklab kit --out ../course-kit
     """
     try:
         commit, n = make_kit(out, rev=rev, repo=repo, make_git=make_git)
@@ -78,7 +109,12 @@ def make_kit(out: Path, rev: str = "HEAD", repo: Path | None = None, make_git: b
                 continue
             target = out / m.name
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(tar.extractfile(m).read())
+            data = tar.extractfile(m).read()
+            if m.name.endswith(".md"):
+                data = student_copy(m.name, data.decode("utf-8")).encode("utf-8")
+            elif m.name == "pyproject.toml":
+                data = student_pyproject(data.decode("utf-8")).encode("utf-8")
+            target.write_bytes(data)
             os.chmod(target, 0o755 if m.mode & 0o111 else 0o644)
             n += 1
     if not make_git:

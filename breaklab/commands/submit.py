@@ -31,7 +31,17 @@ def submit(seed, break_name, report, evidence, student, epochs, threads, base, r
     with your changes (`git diff` of your working tree against it) applied, in a private checkout,
     and packs both runs, the patch, the report, the evidence and the exact commands with a manifest
     of SHA-256s. The same tree and seed give the same bytes.
+
+    Before packing it warns about what the grader will take points off for, measured on the
+    broken run it has just trained: a symptom block left as the template's placeholder or not
+    matching the broken run, no evidence, a change outside the break's own hook.
+
+    \b
+    Example:
+      breaklab submit --seed 42 --break missing_zero_grad --report my_report.md \\
+          --evidence broken_report.png --student alice
     """
+    from breaklab.presubmit import presubmit_warnings
     from breaklab.submission import SubmitError, SubmitOptions, build_submission
 
     opts = SubmitOptions(seed=seed, break_name=break_name, report=report, evidence=tuple(evidence),
@@ -39,7 +49,8 @@ def submit(seed, break_name, report, evidence, student, epochs, threads, base, r
                          tarball=tarball)
     try:
         path, digest = build_submission(opts, progress=lambda s: click.echo(s, err=True),
-                                        warn=lambda s: click.echo(f"warning: {s}", err=True))
+                                        warn=lambda s: click.echo(f"warning: {s}", err=True),
+                                        review=presubmit_warnings)
     except SubmitError as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"submission: {path}")

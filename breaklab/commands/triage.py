@@ -17,7 +17,11 @@ import click
 @click.option("--amp", is_flag=True, default=None, help="Mixed precision on (as trainer.py --amp).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for the picture of inputs and labels [default: runs/triage_SEED].")
-def triage(run: Path | None, seed, break_name, batch_size, lr, amp, out_dir) -> None:
+@click.option("--spoil", is_flag=True, help="Triage mystery code too (the verdict names the answer; "
+              "`breaklab hint RUN` gives graded hints instead).")
+@click.option("--secret", metavar="TEXT", help="With --spoil: the secret the mystery run was made with "
+              "[default: $BREAKLAB_SECRET, else this install's].")
+def triage(run: Path | None, seed, break_name, batch_size, lr, amp, out_dir, spoil, secret) -> None:
     """Run the senior engineer's procedure on the training code: (1) overfit one batch, (2) data
     and label sanity, (3) the loss by hand, (4) gradients and updates, (5) a learning-rate sweep,
     (6) float32 instead of AMP, (7) per-layer statistics, (8) train/eval mode.
@@ -25,15 +29,22 @@ def triage(run: Path | None, seed, break_name, batch_size, lr, amp, out_dir) -> 
     Each step prints what it ran, what it saw, what that rules in or out, and its time; the
     procedure stops at the first step that establishes the cause. Give RUN (a run folder or
     tarball) to reuse its configuration, or --break/--seed to triage a fresh configuration.
+    Mystery code needs --spoil.
+
+    \b
+    Example:
+      breaklab triage runs/huge_lr_42
+      breaklab triage --break eval_mode --seed 3
     """
     from breaklab.doctor import RunReadError, read_run_files
     from breaklab.triage import Triage, TriageSetup, format_verdict
     from breaklab import catalogue
     from breaklab.breaks import UnknownBreak
     from breaklab.canonical_setup import SetupError
+    from breaklab.mystery import RevealError, spoiler_refusal
     import json
 
-    setup = TriageSetup()
+    setup, meta = TriageSetup(), None
     if run is not None:
         try:
             files = read_run_files(run)
@@ -53,6 +64,13 @@ def triage(run: Path | None, seed, break_name, batch_size, lr, amp, out_dir) -> 
         raise click.UsageError(catalogue.unknown_message(setup.break_name))
     out_dir = out_dir or Path("runs") / f"triage_{setup.seed}"
     shown = "mystery (hidden)" if setup.break_name == catalogue.MYSTERY else setup.break_name
+    if setup.break_name == catalogue.MYSTERY:
+        if not spoil:
+            raise click.ClickException(spoiler_refusal(run, "triage"))
+        try:
+            setup.break_name = mystery_code(meta, setup.seed, secret)
+        except RevealError as e:
+            raise click.ClickException(str(e)) from None
     click.echo(f"triage:  code {shown}, seed {setup.seed}, batch {setup.batch_size}, lr {setup.lr:g}"
                f"{', amp' if setup.amp else ''}; stops at the first step that establishes a cause\n")
     try:
@@ -60,3 +78,18 @@ def triage(run: Path | None, seed, break_name, batch_size, lr, amp, out_dir) -> 
     except (SetupError, UnknownBreak) as e:
         raise click.ClickException(str(e)) from None
     click.echo(format_verdict(report))
+
+
+def mystery_code(meta: dict | None, seed: int, secret: str | None) -> str:
+    """The break that mystery code runs: the run's commitment opened with the secret, or (no run)
+    the choice for this seed under the secret."""
+    from breaklab.breaks import MYSTERY, mystery_choice
+    from breaklab.mystery import RevealError, find_answer
+    from breaklab.secret import SecretError, resolve
+
+    if isinstance(meta, dict) and meta.get("break") == MYSTERY:
+        return find_answer(meta, secret)[0]
+    try:
+        return mystery_choice(seed, resolve(secret))
+    except SecretError as e:
+        raise RevealError(str(e)) from None
