@@ -112,8 +112,9 @@ def non_minimal_fix(tree: Path) -> None:
     the fix is not in the hook and hides the bug."""
     path = tree / "trainer.py"
     text = path.read_text()
-    assert "lr=brk.learning_rate(cfg.lr)," in text
-    path.write_text(text.replace("lr=brk.learning_rate(cfg.lr),", "lr=brk.learning_rate(cfg.lr) / 100,", 1))
+    clean = "lr=brk.learning_rate(cfg.lr if lr is None else lr),"
+    assert clean in text
+    path.write_text(text.replace(clean, "lr=brk.learning_rate(cfg.lr if lr is None else lr) / 100,", 1))
 
 
 FILLER = " ".join(["Further observations about the run that add nothing new."] * 30)

@@ -91,6 +91,7 @@ def test_bad_submissions_say_why(grades):
 # Hostile tarballs
 # ---------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(fx.HOSTILE_REASONS))
 def test_hostile_tarball_is_rejected_by_intake_with_a_reason(name, tmp_path):
     box = tmp_path / "box"

@@ -257,10 +257,11 @@ def test_the_word_list_catches_what_named_runs_print():
         assert mechanism_words_in(cls.description + " " + cls.symptom), name
     from breaklab import symptoms
 
-    assert mechanism_words_in(symptoms.bn_stats_frozen(_steps(10, bn_running_mean_abs=0.0, bn_running_var_mean=1.0)))
-    assert mechanism_words_in(symptoms.outputs_are_probabilities(
-        _steps(10, logit_min=0.0, logit_max=1.0, logit_rowsum_mean=1.0)))
-    assert mechanism_words_in(symptoms.initial_loss_is_summed(_steps(10, loss=147.0)))
+    assert mechanism_words_in(symptoms.sentence("bn_stats_frozen", _steps(10, bn_running_mean_abs=0.0,
+                                                                            bn_running_var_mean=1.0)))
+    assert mechanism_words_in(symptoms.sentence("outputs_are_probabilities", _steps(
+        10, logit_min=0.0, logit_max=1.0, logit_rowsum_mean=1.0)))
+    assert mechanism_words_in(symptoms.sentence("initial_loss_is_summed", _steps(10, loss=147.0)))
 
 
 # ---------------------------------------------------------------------------------------------
