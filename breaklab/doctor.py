@@ -269,6 +269,31 @@ def first_update_ratio(st: list[dict]) -> float | None:
     return st[0].get("update_ratio")
 
 
+def oversized_step_harm(st: list[dict]) -> tuple[dict | None, float]:
+    """What a learning rate far too large does next: the first of the first 10 steps whose loss
+    is above 1.5x step 0's (or non-finite), and the largest fraction of dead hidden units."""
+    loss0 = st[0]["loss"]
+    rise = next((r for r in st[:10] if r.get("loss") is None or r["loss"] > 1.5 * loss0), None)
+    return rise, max((r.get("dead_unit_frac") or 0 for r in st), default=0)
+
+
+def harmful_first_step(st: list[dict]) -> bool:
+    """Step 0 was oversized and did what an oversized step does (detect_oversized_steps' test).
+
+    The size alone says "oversized" only for SGD, which moves the weights by lr x gradient. An
+    adaptive optimizer moves every weight by about lr at step 0 whatever the gradient: measured
+    with breaklab.Monitor on examples/, a clean Adam MLP (lr 1e-3) moves the weights by 1.9% of
+    their norm at step 0 and the pytorch/examples CNN (Adadelta, lr 1.0) by 21%, with the loss
+    falling from step 1. So the detectors that need "a normal first step" ask for this instead:
+    on SGD runs, where every oversized first step measured came with a rise or dead units
+    (lr x100, 11 of 11 runs), it rules out the same runs as the size alone."""
+    ur0 = first_update_ratio(st)
+    if ur0 is None or ur0 <= OVERSIZED_FIRST_UPDATE or not per_example_scale(st):
+        return False
+    rise, dead = oversized_step_harm(st)
+    return rise is not None or dead >= 0.5
+
+
 # ============================================================================
 # Detectors: one symptom each
 # ============================================================================
@@ -364,15 +389,16 @@ def detect_accumulating_gradients(st: list[dict], ep: list[dict], model: dict | 
     count.
 
     Threshold: over the first 20 steps the global gradient norm rises in at least 17 of 19 steps
-    and ends more than 3x its step-0 value, while step 0's update is normal-sized and the loss
-    per-example (a summed loss or a huge learning rate also grows gradients, for other reasons).
+    and ends more than 3x its step-0 value, while step 0's update is not an oversized one that
+    did harm (harmful_first_step) and the loss is per-example (a summed loss or a huge learning
+    rate also grows gradients, for other reasons).
     Measured: missing zero_grad, 18-19 rises and 5.1-16x; every other run with a normal first
     step, at most 13 rises and 2.2x."""
     gn = [r.get("grad_norm") for r in st[:20]]
     if len(gn) < 20 or None in gn or gn[0] <= 0:
         return None
     ur0 = first_update_ratio(st)
-    if ur0 is None or ur0 > OVERSIZED_FIRST_UPDATE or not per_example_scale(st):
+    if ur0 is None or harmful_first_step(st) or not per_example_scale(st):
         return None
     rises = sum(b > a for a, b in zip(gn, gn[1:]))
     if rises < 17 or gn[-1] <= 3 * gn[0]:
@@ -404,8 +430,7 @@ def detect_oversized_steps(st: list[dict], ep: list[dict], model: dict | None) -
     if ur0 is None or ur0 <= OVERSIZED_FIRST_UPDATE or not per_example_scale(st):
         return None
     loss0 = st[0]["loss"]
-    rise = next((r for r in st[:10] if r.get("loss") is None or r["loss"] > 1.5 * loss0), None)
-    dead = max((r.get("dead_unit_frac") or 0 for r in st), default=0)
+    rise, dead = oversized_step_harm(st)
     if rise is None and dead < 0.5:
         return None
     evidence = [f"step 0: one update moved the weights by {100 * ur0:.1f}% of their norm; runs with a "

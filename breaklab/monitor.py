@@ -122,7 +122,7 @@ class Monitor:
             record = self._diag.after_step(loss=loss.detach(), outputs=seen_outputs, hidden=self._hidden,
                                            scale=pending["scale"], step_skipped=skipped, classes_dim=classes_dim)
             batch = _batch_size(targets, seen_outputs, self._hidden)
-            self._count_correct(outputs, targets, classes_dim)
+            self._count_correct(seen_outputs, targets, classes_dim)
         self._hidden = self._last_output = None
         full = {"type": "step", "step": self.step, "epoch": self.epoch_index, "batch_size": batch,
                 "lr": pending["lr"], **record}
