@@ -311,11 +311,12 @@ def detect_frozen_batchnorm(steps: list[dict], epochs: list[dict], model: dict |
 def detect_accumulating_gradients(steps: list[dict], epochs: list[dict], model: dict | None) -> Finding | None:
     """Optimization step. Without zero_grad, each step's .grad is the sum of all gradients so
     far: step 0 is normal, then the gradient norm grows almost every step, roughly with the step
-    count (rules.grad_norm_grows). Preconditions: step 0's update is normal-sized and the loss
-    per-example (a summed loss or a huge learning rate also grows gradients, for other reasons)."""
+    count (rules.grad_norm_grows). Preconditions: step 0 is not an oversized step that did harm
+    (rules.harmful_first_step) and the loss is per-example (a summed loss or a huge learning rate
+    also grows gradients, for other reasons)."""
     seen = rules.grad_norm_grows(steps)
     first_update = rules.first_update_ratio(steps)
-    if (seen is None or first_update is None or first_update > rules.OVERSIZED_FIRST_UPDATE
+    if (seen is None or first_update is None or rules.harmful_first_step(steps)
             or not rules.per_example_scale(steps)):
         return None
     onset = next(r["step"] for r in steps[:rules.GRAD_GROWTH_WINDOW] if r["grad_norm"] > 2 * seen["first"])
@@ -334,18 +335,17 @@ def detect_oversized_steps(steps: list[dict], epochs: list[dict], model: dict | 
     """Optimization step. A learning rate far too large moves the weights by a large fraction of
     their norm at the very first step (rules.oversized_first_update); the loss then rises and ReLU
     units die. Preconditions: the loss is on a per-example scale (a summed loss makes steps large
-    for another reason), and a consequence is seen: the loss above 1.5x its start within 10 steps,
-    or half the hidden units dead. Measured: lr x100 gives 0.014-0.37, a rise within the first
+    for another reason), and a consequence is seen (rules.oversized_step_harm): the loss above
+    1.5x its start on two of the first 10 steps, or half the hidden units dead. Measured: lr x100 gives 0.014-0.37, a rise within the first
     steps, and up to 95-100% dead units."""
     seen = rules.oversized_first_update(steps)
     if seen is None or not rules.per_example_scale(steps):
         return None
     loss0 = steps[0]["loss"]
-    rise = next((r for r in steps[:rules.LOSS_RISE_ONSET_WINDOW]
-                 if r.get("loss") is None or r["loss"] > rules.LOSS_RISE_FACTOR * loss0), None)
-    dead = max((r.get("dead_unit_frac") or 0 for r in steps), default=0)
-    if rise is None and dead < rules.DEAD_UNIT_MAJORITY:
+    above, dead = rules.oversized_step_harm(steps)
+    if not rules.did_harm(above, dead):
         return None
+    rise = above[0] if above else None
     evidence = [f"step 0: one update moved the weights by {100 * seen['ratio']:.1f}% of their norm; runs "
                 f"with a sound learning rate move them by less than 0.5% at step 0"]
     if rise is not None:
@@ -373,9 +373,9 @@ def detect_fp16_underflow(steps: list[dict], epochs: list[dict], model: dict | N
         return None  # a GradScaler was active: underflow despite scaling is not this fault
     limit = rules.SCATTERED_ZERO_FRAC
     onset = next((r["step"] for r in steps
-                  if ((r.get("zero_grad_frac_by_layer") or {}).get("fc1.weight") or 0)
-                  - (r.get("dead_unit_frac") or 0) > limit), steps[-1]["step"])
-    first = (steps[0].get("zero_grad_frac_by_layer") or {}).get("fc1.weight") or 0
+                  if (rules.first_layer_zero_frac(r) or 0) - (r.get("dead_unit_frac") or 0) > limit),
+                 steps[-1]["step"])
+    first = rules.first_layer_zero_frac(steps[0]) or 0
     evidence = [f"last {seen['window']} steps: {100 * seen['frac']:.1f}% of first-layer weight-gradient "
                 f"entries are exactly zero outside dead units (scattered, not whole rows): float16 underflow",
                 f"the zeros grow as the gradients shrink: {100 * first:.1f}% at step 0, above "
@@ -396,9 +396,11 @@ def detect_labels_carry_no_signal(steps: list[dict], epochs: list[dict], model: 
     loss stays at ln 10 (uniform predictions) and accuracy at chance, although the steps are of
     normal size and nothing diverges.
 
-    Threshold: the lowest 10-step mean loss stays above 0.9 x ln 10, train accuracy stays below
-    0.2 in every epoch, step 0 is normal-sized and on a per-example scale, and the median update
-    is not tiny. Measured: shuffled labels, lowest 10-step mean 1.0 x ln 10 and best train
+    Threshold: the lowest 10-step mean loss stays above 0.9 x ln 10 and above 0.9x step 0's loss
+    (a model with more than 10 classes starts above ln 10 and can learn down to it: a
+    character-level transformer learns the letters' frequencies), train accuracy stays below 0.2
+    in every epoch, step 0 is not an oversized step that did harm (rules.harmful_first_step) and
+    is on a per-example scale, and the median update is not tiny. Measured: shuffled labels, lowest 10-step mean 1.0 x ln 10 and best train
     accuracy 0.09-0.11; the other runs that stay above 0.9 x ln 10 either reach train accuracy
     0.34 or more (missing zero_grad) or take an oversized first step (lr x100, summed loss)."""
     loss_values = rules.losses(steps)
@@ -410,8 +412,10 @@ def detect_labels_carry_no_signal(steps: list[dict], epochs: list[dict], model: 
         return None
     first_update = rules.first_update_ratio(steps)
     updates = [r["update_ratio"] for r in steps if r.get("update_ratio") is not None]
-    if first_update is None or first_update > rules.OVERSIZED_FIRST_UPDATE or not rules.per_example_scale(steps):
+    if first_update is None or rules.harmful_first_step(steps) or not rules.per_example_scale(steps):
         return None
+    if low < NO_SIGNAL_LOSS_SHARE * steps[0]["loss"]:
+        return None  # it fell from its own start: something was learned
     if not updates or statistics.median(updates) < NO_SIGNAL_MIN_MEDIAN_UPDATE:
         return None
     evidence = [f"the training loss stayed at ln 10 = 2.30 for all {len(steps)} steps (lowest 10-step mean "

@@ -36,7 +36,7 @@ REMEDIES: dict[str, Remedy] = {
         "give the optimizer the learning rate you asked for (check optimizer.param_groups[0]['lr'])"),
     "amp_no_scaling": Remedy(
         "compute one batch's gradients with autocast off (float32) and count exact zeros in "
-        "fc1.weight.grad: none in float32, several % in unscaled float16",
+        "the first layer's weight .grad (fc1.weight.grad in trainer.py): none in float32, several % in unscaled float16",
         "use torch.amp.GradScaler: scaler.scale(loss).backward(); scaler.step(optimizer); scaler.update()"),
     "label_permute": Remedy(
         "show a grid of inputs with the labels the loss sees: do they match? And check that images and "

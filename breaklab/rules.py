@@ -111,12 +111,23 @@ def per_example_scale(steps: Records) -> bool:
     return loss0 is not None and loss0 < 2 * LN10
 
 
+def first_layer(by_layer: dict[str, Any]) -> str | None:
+    """The first layer's weight in a per-layer dictionary: its first key (trainer.py's
+    fc1.weight; breaklab.Monitor writes the first weight layer it found first)."""
+    return next(iter(by_layer), None)
+
+
+def first_layer_zero_frac(record: dict[str, Any]) -> float | None:
+    by_layer = record.get("zero_grad_frac_by_layer") or {}
+    return by_layer.get(first_layer(by_layer))
+
+
 def scattered_zero_frac(steps: Records, window: int = SCATTERED_ZERO_WINDOW) -> float | None:
     """Mean fraction of first-layer weight-gradient entries that are exactly zero outside whole
     dead rows, over the last `window` steps (None when the metrics lack it)."""
     values = []
     for r in steps[-window:]:
-        zero = (r.get("zero_grad_frac_by_layer") or {}).get("fc1.weight")
+        zero = first_layer_zero_frac(r)
         if zero is None or r.get("dead_unit_frac") is None:
             return None
         values.append(zero - r["dead_unit_frac"])
@@ -128,6 +139,43 @@ def is_probability_row(r: dict[str, Any]) -> bool:
     rowsum, low, high = r.get("logit_rowsum_mean"), r.get("logit_min"), r.get("logit_max")
     return (rowsum is not None and low is not None and high is not None
             and abs(rowsum - 1) < PROBABILITY_ROWSUM_TOLERANCE and low >= 0 and high <= 1)
+
+
+# An oversized first step did harm when the loss is above LOSS_RISE_FACTOR x step 0's on at least
+# two of the first 10 steps, or half the hidden units are dead. Two steps, not one: a single high
+# step is what an adaptive optimizer's first step can do in a sound run (measured with
+# breaklab.Monitor on examples/mnist_cnn.py, Adadelta at lr 1.0: the loss at step 1 is 1.17x step
+# 0's, and 1.51x with shuffled labels, back under 1.5x from step 2), while lr x100 keeps it up: in
+# trainer.py (SGD, 1 epoch; seeds 0, 1, 2 and five other batch sizes, learning rates and momenta)
+# 5-9 of the first 10 steps are above 1.5x in 7 of 8 runs, and the eighth (lr 0.02 x 100: one
+# step above) has 82% of its units dead.
+OVERSIZED_RISE_STEPS = 2
+
+
+def oversized_step_harm(steps: Records) -> tuple[Records, float]:
+    """What a learning rate far too large does next: the first LOSS_RISE_ONSET_WINDOW steps whose
+    loss is above LOSS_RISE_FACTOR x step 0's (or non-finite), and the largest dead-unit fraction."""
+    loss0 = steps[0]["loss"]
+    above = [r for r in steps[:LOSS_RISE_ONSET_WINDOW] if r.get("loss") is None or r["loss"] > LOSS_RISE_FACTOR * loss0]
+    return above, max((r.get("dead_unit_frac") or 0 for r in steps), default=0)
+
+
+def did_harm(above: Records, dead: float) -> bool:
+    return len(above) >= OVERSIZED_RISE_STEPS or dead >= DEAD_UNIT_MAJORITY
+
+
+def harmful_first_step(steps: Records) -> bool:
+    """Step 0 was oversized and did what an oversized step does.
+
+    The size alone says "oversized" only for SGD, which moves the weights by lr x gradient. An
+    adaptive optimizer moves every weight by about lr at step 0 whatever the gradient: measured
+    with breaklab.Monitor on examples/, a clean Adam MLP (lr 1e-3) moves the weights by 1.9% of
+    their norm at step 0 and the pytorch/examples CNN (Adadelta, lr 1.0) by 21%, with the loss
+    falling from step 1. So the detectors that need "a normal first step" ask for this instead."""
+    ratio = first_update_ratio(steps)
+    if ratio is None or ratio <= OVERSIZED_FIRST_UPDATE or not per_example_scale(steps):
+        return False
+    return did_harm(*oversized_step_harm(steps))
 
 
 # ---------------------------------------------------------------------------------------------
