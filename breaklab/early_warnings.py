@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from breaklab import doctor, symptoms
+from breaklab import doctor, rules, symptoms
 
 DENSE_STEPS = 32
 SPARSE_EVERY = 16
@@ -88,7 +88,7 @@ class EarlyWarnings:
 
     def _check(self, step: int) -> list[str]:
         new: list[EarlyWarning] = []
-        if NONFINITE not in self.fired and (msg := symptoms.first_nonfinite_loss(self.steps)):
+        if NONFINITE not in self.fired and (msg := symptoms.sentence("first_nonfinite_loss", self.steps)):
             new.append(EarlyWarning(NONFINITE, step, f"step {step}: {msg}"))
         for detect in doctor.DETECTORS:
             finding = detect(self.steps, self.epochs, None)
@@ -112,7 +112,7 @@ def _slim(record: dict[str, Any]) -> dict[str, Any]:
     """The record without its per-layer dictionaries, except the first layer's zero fraction."""
     slim = {k: v for k, v in record.items() if not isinstance(v, dict)}
     zeros = record.get("zero_grad_frac_by_layer") or {}
-    first = symptoms.first_layer(zeros)
+    first = rules.first_layer(zeros)
     if first is not None:
         slim["zero_grad_frac_by_layer"] = {first: zeros[first]}
     return slim
