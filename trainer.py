@@ -176,9 +176,11 @@ def train_step(t: Training, x: torch.Tensor, y: torch.Tensor, step: int,
 # 4. The training loop
 # ============================================================================
 
-def train(cfg: Config) -> dict[str, Any]:
+def train(cfg: Config, observer: Callable[[dict[str, Any]], list[str]] | None = None) -> dict[str, Any]:
     """Run (or resume) one training run and write metrics.jsonl, checkpoint.pt and meta.json into
-    cfg.out. The summary and the figure are the measurement layer's (breaklab.run_summary)."""
+    cfg.out. The summary and the figure are the measurement layer's (breaklab.run_summary).
+    `observer` sees every metrics record as it is written and returns lines to print (the
+    command line passes the early warnings)."""
     brk = get_break(cfg.break_name, seed=cfg.seed)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -214,7 +216,7 @@ def train(cfg: Config) -> dict[str, Any]:
     meta = _meta(cfg, training.amp, data.identity)
     atomic_write_text(out / "meta.json", json.dumps({**meta, "status": "running"}, indent=2) + "\n")
     logger = MetricLogger(out / "metrics.jsonl", keep_lines=keep_lines,
-                          show_progress=not cfg.quiet and sys.stderr.isatty())
+                          show_progress=not cfg.quiet and sys.stderr.isatty(), observer=observer)
     diag = StepDiagnostics(model)
     # A step the GradScaler skips (inf gradients) makes the scheduler warn; that is expected.
     warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)`")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from breaklab import METRICS_SCHEMA_VERSION
 
@@ -23,12 +23,14 @@ def dumps(record: dict[str, Any]) -> str:
 
 
 class MetricLogger:
-    def __init__(self, path: Path, *, keep_lines: list[str] | None = None, show_progress: bool):
+    def __init__(self, path: Path, *, keep_lines: list[str] | None = None, show_progress: bool,
+                 observer: Callable[[dict[str, Any]], Iterable[str]] | None = None):
         self.path = path
+        self.observer = observer  # sees every record as it is written; returns lines to print
         if keep_lines:  # a resumed run: the records the checkpoint already covers
             # Rewritten atomically, then appended to: a resumed run interrupted at any moment
             # still leaves those records in place for the next --resume.
-            from breaklab.canonical_setup import atomic_write_text
+            from breaklab.atomic import atomic_write_text
 
             atomic_write_text(path, "".join(line if line.endswith("\n") else line + "\n"
                                             for line in keep_lines))
@@ -44,6 +46,7 @@ class MetricLogger:
 
     def log_step(self, record: dict[str, Any]) -> None:
         self.write(record)
+        self._observe(record)
         if self._bar is not None:
             loss = record.get("loss")
             self._bar.set_postfix_str(f"loss {loss:.4g}" if loss is not None else "loss non-finite",
@@ -52,6 +55,18 @@ class MetricLogger:
     def log_epoch(self, record: dict[str, Any]) -> None:
         self.write(record)
         self._f.flush()
+        self._observe(record)
+
+    def _observe(self, record: dict[str, Any]) -> None:
+        """Hand the record to the observer (early warnings) and print the lines it returns, above
+        the progress bar when there is one."""
+        if self.observer is None:
+            return
+        for line in self.observer(record):
+            if self._bar is not None:
+                self._bar.write(line, file=sys.stderr)
+            else:
+                print(line, file=sys.stderr, flush=True)
 
     def progress(self, batches: Iterable, *, total: int, desc: str) -> Iterator:
         if not self.show_progress:

@@ -36,8 +36,15 @@ def finish_run(out: Path | str, trained: dict[str, Any], figure: bool = True) ->
     return summary
 
 
-def train_and_summarize(cfg, figure: bool = True) -> dict[str, Any]:
-    """Train (or resume) the run `cfg` describes, then write its summary and figure."""
+def train_and_summarize(cfg, figure: bool = True, warn: bool = False) -> dict[str, Any]:
+    """Train (or resume) the run `cfg` describes, then write its summary and figure. With warn,
+    the doctor's detectors run during training and print a line the moment one fires (never for
+    a mystery run: a warning would name its answer)."""
     from breaklab.trainer import train
 
-    return finish_run(cfg.out, train(cfg), figure=figure)
+    observer = None
+    if warn and cfg.break_name != "mystery":
+        from breaklab.early_warnings import EarlyWarnings
+
+        observer = EarlyWarnings().observe
+    return finish_run(cfg.out, train(cfg, observer=observer), figure=figure)

@@ -83,7 +83,7 @@ def run_from_cli(cfg: Config, explicit: set[str]) -> dict[str, Any]:
     try:
         if cfg.resume:
             cfg = config_from_checkpoint(cfg, explicit)
-        summary = train_and_summarize(cfg)
+        summary = train_and_summarize(cfg, warn=not cfg.quiet)
     except (SetupError, UnknownBreak) as e:
         raise click.ClickException(str(e)) from None
     if not cfg.quiet:
