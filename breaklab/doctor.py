@@ -146,7 +146,8 @@ def load_model_state(data: bytes) -> dict[str, Any] | None:
     return model if isinstance(model, dict) else None
 
 
-def load_run(path: Path | str) -> Run:
+def load_run(path: Path | str, model: bool = True) -> Run:
+    """model=False leaves the checkpoint unopened (a figure needs the metrics only)."""
     files = read_run_files(path)
     if "metrics.jsonl" not in files:
         raise RunReadError(f"{path} has no metrics.jsonl: not a breaklab run (train one with "
@@ -157,7 +158,7 @@ def load_run(path: Path | str) -> Run:
     st, ep = symptoms.steps(records), symptoms.epochs(records)
     if not st:
         raise RunReadError(f"{path}: metrics.jsonl has no training steps; the run stopped before step 0")
-    model_state = load_model_state(files["checkpoint.pt"]) if "checkpoint.pt" in files else None
+    model_state = load_model_state(files["checkpoint.pt"]) if model and "checkpoint.pt" in files else None
     meta = None
     if "meta.json" in files:
         try:
