@@ -21,9 +21,15 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import torch
-import torch.nn.functional as F
-from torch import nn
+try:
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+except ModuleNotFoundError as e:  # run with a Python that lacks the project's environment
+    if __name__ != "__main__":
+        raise
+    sys.exit(f"error: {e.name} is not installed for {sys.executable}: activate the environment "
+             f"(. .venv/bin/activate) or install it (pip install -e .)")
 
 from breaklab.breaks import BREAK_NAMES, MYSTERY, UnknownBreak, get_break
 from breaklab import METRICS_SCHEMA_VERSION, __version__
@@ -371,6 +377,9 @@ def run_from_cli(cfg: Config, explicit: set[str]) -> dict[str, Any]:
         summary = train(cfg)
     except (SetupError, UnknownBreak) as e:
         raise click.ClickException(str(e)) from None
+    except KeyboardInterrupt:  # Ctrl-C: say how to continue rather than only "Aborted!"
+        from breaklab.interrupted import exit_interrupted
+        exit_interrupted(cfg.out)
     if not cfg.quiet:
         from breaklab.symptoms import format_summary
         what = (f"break {cfg.break_name}, seed {cfg.seed}, {cfg.epochs} epochs, batch {cfg.batch_size}, "

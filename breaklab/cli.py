@@ -6,19 +6,44 @@ import click
 from breaklab import __version__
 
 
+TRAIN_SHORT_HELP = "Train the MLP on MNIST with one break switched on (or none)."
+
+
 class _Group(click.Group):
-    """`train` is built from breaklab.trainer.py's Config, and trainer.py imports torch (2 s): it is
-    loaded only when asked for, so that pack, doctor, compare... start without torch."""
+    """`train` is built from breaklab.trainer.py's Config, and trainer.py imports torch (seconds): it
+    is loaded only when asked for, so that pack, doctor, compare... and `breaklab --help` start
+    without torch."""
+
+    _listing = False  # True while `--help` lists the commands: `train` is then named, not built
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), "train"})
 
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        self._listing = True
+        try:
+            super().format_commands(ctx, formatter)
+        finally:
+            self._listing = False
+
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name == "train" and name not in self.commands:
+            if self._listing:
+                return click.Command("train", short_help=TRAIN_SHORT_HELP)
             from breaklab.trainer import build_command
 
             self.add_command(build_command(), "train")
         return super().get_command(ctx, name)
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except ModuleNotFoundError as e:  # torch & co. are imported by the commands that need them
+            if (e.name or "breaklab").split(".")[0] == "breaklab":
+                raise
+            raise click.ClickException(f"{e.name} is not installed for this Python: activate the "
+                                       f"environment (. .venv/bin/activate) or install it "
+                                       f"(pip install -e .)") from None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
