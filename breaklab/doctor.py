@@ -102,6 +102,9 @@ def read_tarball_members(path: Path) -> dict[str, bytes]:
         if isinstance(e, RunReadError):
             raise
         first_line = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "could not be opened successfully" in first_line:  # tarfile's text ends in a colon
+            first_line = "not a tar or gzip archive"
+        first_line = first_line.rstrip(" :;,-")
         raise RunReadError(f"{path}: not a readable run tarball ({first_line}); give a .tgz made by "
                            f"demo_run.sh or breaklab pack, or a run folder") from None
     return files
@@ -119,6 +122,10 @@ def read_run_files(path: Path | str) -> dict[str, bytes]:
                     raise RunReadError(f"{f}: {f.stat().st_size} bytes, over the {cap}-byte cap")
                 files[name] = f.read_bytes()
         return files
+    if path.is_file() and path.name.endswith(".sha256"):
+        tarball = path.name.removesuffix(".sha256")
+        raise RunReadError(f"{path} is a checksum file, not a run: give the tarball {tarball} "
+                           f"itself (check it with: sha256sum -c {path.name})")
     if path.is_file():
         return read_tarball_members(path)
     raise RunReadError(f"{path} does not exist: give a run folder (runs/NAME) or a run tarball (.tgz)")
