@@ -397,8 +397,8 @@ def sibling_reference(run_path: Path, run) -> tuple[Path | None, str | None]:
     runs/NAME_SEED; run_none_SEED.tgz next to a tarball), or None with a note saying how to get
     one. The trainer never trains it: that would double the cost of every run."""
     seed = (run.meta or {}).get("seed")
-    if not isinstance(seed, int):
-        return None, None
+    if not isinstance(seed, int) or (run.meta or {}).get("break") == "none":
+        return None, None  # a clean run is the reference itself
     run_path = Path(run_path)
     candidates = ([run_path.parent / f"none_{seed}"] if run_path.is_dir()
                   else [run_path.parent / f"run_none_{seed}.tgz", run_path.parent / "runs" / f"none_{seed}"])

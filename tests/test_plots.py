@@ -194,7 +194,8 @@ def test_reference_is_the_clean_sibling_with_the_same_options(tmp_path):
     make_run(root / "none_7")
     report = plots.prepare_report(run)
     assert report.reference_path == root / "none_7" and report.reference_label == "clean run none_7"
-    assert plots.prepare_report(root / "none_7").reference is None  # never its own reference
+    clean = plots.prepare_report(root / "none_7")
+    assert clean.reference is None and clean.reference_note is None  # the clean run needs none
     assert plots.prepare_report(run, reference=False).reference is None
 
 
