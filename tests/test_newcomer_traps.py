@@ -115,7 +115,7 @@ def test_ctrl_c_prints_how_to_resume(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_sigint_during_training_prints_the_resume_command(tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, str(ROOT / "trainer.py"), "--epochs", "3", "--out", str(out),
+    proc = subprocess.Popen([sys.executable, str(ROOT / "trainer.py"), "--epochs", "2", "--out", str(out),
                              "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
     while not (out / "checkpoint.pt.sha256").is_file() and proc.poll() is None and time.monotonic() < deadline:
