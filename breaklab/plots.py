@@ -411,7 +411,9 @@ def sibling_reference(run_path: Path, run) -> tuple[Path | None, str | None]:
             ref = load_reference(path)
         except Exception:  # an unreadable neighbour is no reason to lose the run's own figure
             continue
-        if (ref.meta or {}).get("break") == "none" and _options(ref) == _options(run):
+        meta = ref.meta or {}
+        # A clean run still training (or interrupted) would make the figure depend on timing.
+        if meta.get("break") == "none" and meta.get("status") == "complete" and _options(ref) == _options(run):
             return path, None
     return None, how
 

@@ -88,7 +88,7 @@ def metric_values(run, metric: str) -> list[float]:
 # ============================================================================
 
 def make_run(folder: Path, break_name: str = "none", seed: int = 7, steps: int = 40, epochs: int = 2,
-             **curves) -> Path:
+             status: str = "complete", **curves) -> Path:
     """A run folder with every metric; `curves` overrides a metric with a function of the step."""
     per_epoch = steps // epochs
     defaults = {
@@ -123,7 +123,7 @@ def make_run(folder: Path, break_name: str = "none", seed: int = 7, steps: int =
               "momentum": 0.9, "weight_decay": 0.0, "warmup_steps": 10, "clip_grad": 0.0, "hidden": 256,
               "dropout": 0.1, "data": "sample", "dry_run": False}
     (folder / "meta.json").write_text(json.dumps({"seed": seed, "break": break_name, "config": config,
-                                                  "status": "complete"}))
+                                                  "status": status}))
     return folder
 
 
@@ -190,6 +190,8 @@ def test_reference_is_the_clean_sibling_with_the_same_options(tmp_path):
     assert report.reference is None and "./demo_run.sh 7 none" in report.reference_note
 
     make_run(root / "none_7", epochs=1)  # other options: not a fair reference
+    assert plots.prepare_report(run).reference is None
+    make_run(root / "none_7", status="running")  # still training: not yet a fixed reference
     assert plots.prepare_report(run).reference is None
     make_run(root / "none_7")
     report = plots.prepare_report(run)
