@@ -24,7 +24,8 @@ from typing import Any, Callable, NamedTuple
 from breaklab.atomic import atomic_write_bytes
 
 LAYERS = ["fc1.weight", "fc1.bias", "bn1.weight", "bn1.bias", "fc2.weight", "fc2.bias"]
-LAYER_MARKERS = ["o", "s", "^", "v", "D", "x"]
+MAX_LAYER_CURVES = 6
+LAYER_MARKERS = ["o", "s", "^", "v", "D", "x"]  # one per curve of the per-layer panel
 RUN_COLOR = "#1f77b4"
 TEST_COLOR = "#ff7f0e"
 REFERENCE_COLOR = "#8c8c8c"
@@ -56,6 +57,18 @@ def _series(steps: list[dict], key: str, sub: str | None = None) -> list[float]:
     return out
 
 
+def layers_of(steps: list[dict]) -> list[str]:
+    """The parameter tensors a run measured, first layer first (trainer.py's: LAYERS). A model
+    with more than MAX_LAYER_CURVES of them shows its weights only, first and last kept."""
+    names = list((steps[0].get("grad_norm_by_layer") or {}) if steps else []) or LAYERS
+    if len(names) <= MAX_LAYER_CURVES:
+        return names
+    weights = [n for n in names[1:] if n.endswith("weight")] or names[1:]
+    middle, last = weights[:-1], weights[-1]
+    step = max(1, -(-len(middle) // (MAX_LAYER_CURVES - 2)))
+    return [names[0], *middle[::step][:MAX_LAYER_CURVES - 2], last]
+
+
 def _finite(values) -> list[float]:
     return [v for v in values if not math.isnan(v) and not math.isinf(v)]
 
@@ -69,7 +82,7 @@ def _step_metric(key: str, sub: str | None = None) -> Callable[[Any], tuple[list
 def _scattered_zero_frac(run) -> tuple[list[int], list[float]]:
     """First-layer weight-gradient entries that are exactly zero outside whole dead rows (the
     zeros float16 underflow leaves, as opposed to dead ReLUs)."""
-    zeros = _series(run.steps, "zero_grad_frac_by_layer", "fc1.weight")
+    zeros = _series(run.steps, "zero_grad_frac_by_layer", layers_of(run.steps)[0])
     dead = _series(run.steps, "dead_unit_frac")
     return [r["step"] for r in run.steps], [max(0.0, z - d) for z, d in zip(zeros, dead)]
 
@@ -194,11 +207,12 @@ def _draw_panel(ax, panel: Panel, run, reference) -> None:
         ax.plot(x, y, "o-", color=TEST_COLOR, lw=1.2, ms=6, zorder=4, label="test accuracy", gid="run")
         shown += ty
     elif panel.key == "grad_norm_by_layer":
-        every = max(len(LAYERS), len(x) // 8)  # at least one step of offset per layer
-        for i, (layer, marker) in enumerate(zip(LAYERS, LAYER_MARKERS)):
+        layers = layers_of(run.steps)
+        every = max(len(layers), len(x) // 8)  # at least one step of offset per layer
+        for i, (layer, marker) in enumerate(zip(layers, LAYER_MARKERS)):
             ly = _series(run.steps, "grad_norm_by_layer", layer)
             # each layer's markers at its own offset: two layers with equal norms stay apart
-            ax.plot(x, ly, lw=0.8, marker=marker, ms=4, markevery=(i * every // len(LAYERS), every),
+            ax.plot(x, ly, lw=0.8, marker=marker, ms=4, markevery=(i * every // len(layers), every),
                     label=layer, gid=f"layer:{layer}")
         peak = max(_finite(_series(run.steps, "grad_norm")) or [0.0])
         if peak > 0:  # exact zeros and 1e-20s (a bias before BatchNorm) would hide the rest
@@ -301,9 +315,24 @@ def run_name(source: str | Path) -> str:
     return Path(source).name.removesuffix(".tgz")
 
 
+def _num(v: Any) -> str:
+    return "non-finite" if v is None else f"{v:.3g}"
+
+
 def subtitle(run, diagnosis, gaps: list[Gap] | None, reference_note: str | None) -> str:
     """The figure's text under the title: what the curves show, nothing more. The one place
-    where this text is chosen."""
+    where this text is chosen. diagnosis None (a mystery run): measurements only, in the same
+    lines for every run, and no list of the panels that differ (it would point at the answer)."""
+    if diagnosis is None:
+        st = run.steps
+        lines = [f"loss {_num(st[0].get('loss'))} at step 0 -> {_num(st[-1].get('loss'))} at step "
+                 f"{st[-1]['step']}; gradient norm {_num(st[0].get('grad_norm'))} -> "
+                 f"{_num(st[-1].get('grad_norm'))}"]
+        if gaps is not None:
+            lines.append("grey: the clean run of the same seed")
+        elif reference_note:
+            lines.append(reference_note)
+        return "\n".join(lines)
     lines = []
     if diagnosis.onset_step is not None:
         lines.append(f"red dashed line: step {diagnosis.onset_step}, where the first symptom shows "
@@ -322,12 +351,12 @@ def subtitle(run, diagnosis, gaps: list[Gap] | None, reference_note: str | None)
 def report_figure(run, diagnosis, reference=None, reference_label: str | None = None,
                   name: str | None = None, reference_note: str | None = None):
     """The one-page figure of a run, optionally over a clean reference run. `diagnosis` only
-    supplies the symptom's first step and its description; the cause's name is never drawn
-    (mystery runs get figures too). `name` heads the title [default: the run's folder or tarball
-    name]."""
+    supplies the symptom's first step and its description; the cause's name is never drawn.
+    None (a mystery run): no marked step, measurements only. `name` heads the title [default:
+    the run's folder or tarball name]."""
     rows = math.ceil(len(PANELS) / COLUMNS)
     fig, axes = _figure(rows, COLUMNS, 15, 3.05 * rows + 1.4)
-    onset = diagnosis.onset_step
+    onset = diagnosis.onset_step if diagnosis is not None else None
     for ax, panel in zip(axes, PANELS):
         _draw_panel(ax, panel, run, reference)
         _start_x_at_zero(ax, run)
@@ -456,7 +485,8 @@ def prepare_report(run_path: Path | str, reference: Path | str | bool = True,
                       else (None if reference is False else Path(reference), None))
     ref = load_reference(ref_path) if ref_path is not None else None
     label = reference_label(ref_path, ref) if ref is not None else None
-    return Report(run, diagnose(run), ref, ref_path, label, note, name)
+    mystery = (run.meta or {}).get("break") == "mystery"  # no doctor's reading on its figure
+    return Report(run, None if mystery else diagnose(run), ref, ref_path, label, note, name)
 
 
 def write_report(run_path: Path | str, out: Path | str | None = None, reference: Path | str | bool = True,

@@ -359,3 +359,30 @@ def test_compare_overlays_a_broken_and_a_fixed_run(trained, tmp_path):
     assert "doctor's verdict" in result.output and "huge_lr" in result.output and "healthy" in result.output
     assert "test accuracy" in result.output and "%" in result.output
     assert png_size(out.read_bytes()) == (1500, 840)
+
+
+def test_a_mystery_figure_gives_measurements_only(tmp_path):
+    """No marked step, no doctor's reading and no list of the panels that differ from the clean
+    run (it would point at the answer): the same lines for every mystery run."""
+    root = tmp_path / "runs"
+    make_run(root / "none_5", seed=5)
+    run = make_run(root / "mystery_5", break_name="mystery", seed=5, bn_running_var_mean=lambda s: 1.0)
+    report, fig = figure_of(run)
+    assert report.diagnosis is None and report.reference is not None
+    text = plots.subtitle(report.run, None, [], None)
+    assert text.startswith("loss 2.35 at step 0 -> ") and "apart" not in text and "BatchNorm" not in text
+    assert not any(ln.get_gid() == "onset" for ax in fig.axes for ln in ax.get_lines())
+
+
+def test_layers_of_another_model_are_drawn(tmp_path):
+    """A run of another model (the metrics name its own parameter tensors) is drawn with them."""
+    names = ["conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "fc.weight", "fc.bias"]
+    run = make_run(tmp_path / "cnn_7")
+    text = (run / "metrics.jsonl").read_text()
+    for old, new in zip(plots.LAYERS, names):
+        text = text.replace(f'"{old}"', f'"{new}"')
+    (run / "metrics.jsonl").write_text(text)
+    _, fig = figure_of(run, reference=False)
+    drawn = [ln.get_gid() for ln in axes_by_key(fig)["grad_norm_by_layer"].get_lines()
+             if str(ln.get_gid()).startswith("layer:")]
+    assert drawn == [f"layer:{n}" for n in names]

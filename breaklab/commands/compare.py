@@ -22,7 +22,7 @@ def _fmt(v, percent: bool = False) -> str:
 def compare(run_a: Path, run_b: Path, out: Path) -> None:
     """Overlay RUN_A (thin line) and RUN_B (wide band under it), typically a broken run and its
     fix: loss, accuracy, learning rate, gradient norm, zero gradients, dead units. Prints the key
-    numbers and each run's diagnosis.
+    numbers and each run's diagnosis (hidden for a mystery run).
 
     \b
     Example:
@@ -39,7 +39,10 @@ def compare(run_a: Path, run_b: Path, out: Path) -> None:
     la, lb = run_name(run_a), run_name(run_b)
     if la == lb:
         la, lb = str(run_a), str(run_b)
-    rows = compare_summary(a, b) + [Row("doctor's verdict", diagnose(a).verdict, diagnose(b).verdict)]
+    def verdict(run) -> str:  # a mystery run's verdict would be its answer
+        return "hidden (mystery run)" if (run.meta or {}).get("break") == "mystery" else diagnose(run).verdict
+
+    rows = compare_summary(a, b) + [Row("doctor's verdict", verdict(a), verdict(b))]
     cells = [(r.name, _fmt(r.a, r.percent), _fmt(r.b, r.percent)) for r in rows]
     w0 = max(len(c[0]) for c in cells)
     w1 = max(len(la), *(len(c[1]) for c in cells))
