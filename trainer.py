@@ -27,9 +27,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
-import torch.nn.functional as F
-from torch import nn
+try:
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+except ModuleNotFoundError as e:  # run with a Python that lacks the project's environment
+    if __name__ != "__main__":
+        raise
+    sys.exit(f"error: {e.name} is not installed for {sys.executable}: activate the environment "
+             f"(. .venv/bin/activate) or install it (pip install -e .)")
 
 from breaklab import METRICS_SCHEMA_VERSION, __version__
 from breaklab.breaks import MYSTERY, Break, get_break, mystery_record

@@ -78,15 +78,21 @@ def is_known(name: str) -> bool:
     return name in (NONE, MYSTERY) or name in names()
 
 
-def did_you_mean(name: str) -> str:
-    """' (did you mean X?)' for a near miss, else ''."""
-    close = difflib.get_close_matches(name, [NONE, MYSTERY, *names()], n=1, cutoff=0.6)
-    return f" (did you mean {close[0]}?)" if close else ""
+def closest(name: str) -> str | None:
+    """The valid name a typo most likely meant: hugelr, huge-lr and Huge_LR all give huge_lr."""
+    valid = [NONE, *names(), MYSTERY]
+    squashed = {v.replace("_", ""): v for v in valid}
+    key = name.lower().replace("-", "").replace("_", "").replace(" ", "")
+    if key in squashed:
+        return squashed[key]
+    match = difflib.get_close_matches(name.lower(), valid, n=1, cutoff=0.6)
+    return match[0] if match else None
 
 
 def unknown_message(name: str) -> str:
-    return (f"unknown break {name!r}{did_you_mean(name)}; valid: {', '.join([NONE, *names(), MYSTERY])} "
-            f"(see `breaklab list`)")
+    guess = closest(name)
+    hint = f" did you mean {guess}?" if guess else ""
+    return f"unknown break {name!r};{hint} valid breaks: {', '.join([NONE, *names(), MYSTERY])} (see: breaklab list)"
 
 
 if __name__ == "__main__":  # `python -m breaklab.catalogue NAME`: exit 0 for a known name, else say why

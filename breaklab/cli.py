@@ -6,7 +6,21 @@ import click
 from breaklab import __version__
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """The commands import torch & co. only when they run: a missing one is a one-line hint."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except ModuleNotFoundError as e:
+            if (e.name or "breaklab").split(".")[0] == "breaklab":
+                raise
+            raise click.ClickException(f"{e.name} is not installed for this Python: activate the "
+                                       f"environment (. .venv/bin/activate) or install it "
+                                       f"(pip install -e .)") from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="breaklab")
 def cli() -> None:
     """breaklab: cause a silent ML training bug on purpose, watch its symptom, diagnose it,

@@ -103,6 +103,9 @@ def read_tarball_members(path: Path) -> dict[str, bytes]:
         if isinstance(e, RunReadError):
             raise
         first_line = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "could not be opened successfully" in first_line:  # tarfile's text ends in a colon
+            first_line = "not a tar or gzip archive"
+        first_line = first_line.rstrip(" :;,-")
         raise RunReadError(f"{path}: not a readable run tarball ({first_line}); give a .tgz made by "
                            f"demo_run.sh or breaklab pack, or a run folder") from None
     return files
@@ -120,6 +123,10 @@ def read_run_files(path: Path | str) -> dict[str, bytes]:
                     raise RunReadError(f"{f}: {f.stat().st_size} bytes, over the {cap}-byte cap")
                 files[name] = f.read_bytes()
         return files
+    if path.is_file() and path.name.endswith(".sha256"):
+        tarball = path.name.removesuffix(".sha256")
+        raise RunReadError(f"{path} is a checksum file, not a run: give the tarball {tarball} "
+                           f"itself (check it with: sha256sum -c {path.name})")
     if path.is_file():
         return read_tarball_members(path)
     raise RunReadError(f"{path} does not exist: give a run folder (runs/NAME) or a run tarball (.tgz)")
@@ -147,7 +154,8 @@ def load_model_state(data: bytes) -> dict[str, Any] | None:
     return model if isinstance(model, dict) else None
 
 
-def load_run(path: Path | str) -> Run:
+def load_run(path: Path | str, model: bool = True) -> Run:
+    """model=False leaves the checkpoint unopened (a figure needs the metrics only)."""
     files = read_run_files(path)
     if "metrics.jsonl" not in files:
         raise RunReadError(f"{path} has no metrics.jsonl: not a breaklab run (train one with "
@@ -158,7 +166,7 @@ def load_run(path: Path | str) -> Run:
     steps, epochs = rules.step_records(records), rules.epoch_records(records)
     if not steps:
         raise RunReadError(f"{path}: metrics.jsonl has no training steps; the run stopped before step 0")
-    model_state = load_model_state(files["checkpoint.pt"]) if "checkpoint.pt" in files else None
+    model_state = load_model_state(files["checkpoint.pt"]) if model and "checkpoint.pt" in files else None
     meta = None
     if "meta.json" in files:
         try:

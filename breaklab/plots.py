@@ -1,21 +1,60 @@
-"""Pictures of a run: `report.png` (one page, every curve that shows a symptom) and a comparison
-of two runs (typically broken and fixed).
+"""Pictures of a run: `report.png` (one page, one panel per measurement that can show a symptom)
+and a comparison of two runs (typically broken and fixed).
+
+report.png is read next to a clean run: each panel draws the run as a thin line over the clean
+run of the same seed as a wide grey band (runs/none_SEED beside the run folder, or a folder given
+with `breaklab plot --reference`). Where the two agree the line sits inside the band; where they
+differ the gap is visible without reading any text. Each panel's scale is chosen from the values
+it shows: logarithmic where they span two decades or more, linear otherwise, fractions as
+percentages, every x axis from step 0.
 
 Drawn with matplotlib's Agg canvas directly (no pyplot: no global state, a faster import). PNG
 files are written without the "Software" metadata matplotlib would stamp with its version, so the
-same run always gives the same bytes.
+same run always gives the same bytes. The figure's first title line is also stored as the PNG's
+"Title" text, so a program can tell which run a picture shows without reading pixels.
 """
 from __future__ import annotations
 
 import io
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
-from breaklab.canonical_setup import atomic_write_bytes
+from breaklab.atomic import atomic_write_bytes
 
 LAYERS = ["fc1.weight", "fc1.bias", "bn1.weight", "bn1.bias", "fc2.weight", "fc2.bias"]
 MAX_LAYER_CURVES = 6
+LAYER_MARKERS = ["o", "s", "^", "v", "D", "x"]  # one per curve of the per-layer panel
+RUN_COLOR = "#1f77b4"
+TEST_COLOR = "#ff7f0e"
+REFERENCE_COLOR = "#8c8c8c"
+SYMPTOM_COLOR = "#d62728"
+DECADES_FOR_LOG = 2.0  # a panel whose positive values span this many powers of ten gets a log axis
+SHOWN_APART = 0.1      # the median gap between run and clean, as a fraction of the panel's height,
+                       # from which the subtitle names a panel as different from the clean run
+# The training options two runs must share for one to serve as the other's clean reference.
+COMPARABLE_OPTIONS = ("seed", "epochs", "batch_size", "lr", "momentum", "weight_decay", "warmup_steps",
+                      "clip_grad", "hidden", "dropout", "data", "dry_run")
+
+
+# ============================================================================
+# Series: one value per step (or per epoch) read from a run's records
+# ============================================================================
+
+def _number(v: Any) -> float:
+    """null (a non-finite value in metrics.jsonl) becomes NaN: a gap in the curve."""
+    return math.nan if v is None else float(v)
+
+
+def _series(steps: list[dict], key: str, sub: str | None = None) -> list[float]:
+    out = []
+    for r in steps:
+        v = r.get(key)
+        if sub is not None:
+            v = (v or {}).get(sub)
+        out.append(_number(v))
+    return out
 
 
 def layers_of(steps: list[dict]) -> list[str]:
@@ -28,200 +67,526 @@ def layers_of(steps: list[dict]) -> list[str]:
     middle, last = weights[:-1], weights[-1]
     step = max(1, -(-len(middle) // (MAX_LAYER_CURVES - 2)))
     return [names[0], *middle[::step][:MAX_LAYER_CURVES - 2], last]
-SYMPTOM_COLOR = "#d62728"
 
 
-def _series(steps: list[dict], key: str, sub: str | None = None) -> list[float]:
-    """One metric per step; null (non-finite) becomes NaN, a gap in the curve."""
-    out = []
-    for r in steps:
-        v = r.get(key)
-        if sub is not None:
-            v = (v or {}).get(sub)
-        out.append(math.nan if v is None else float(v))
-    return out
+def _finite(values) -> list[float]:
+    return [v for v in values if not math.isnan(v) and not math.isinf(v)]
 
 
-def _positive(values: list[float]) -> bool:
-    return any(v > 0 for v in values if not math.isnan(v))
+def _step_metric(key: str, sub: str | None = None) -> Callable[[Any], tuple[list[int], list[float]]]:
+    def values(run) -> tuple[list[int], list[float]]:
+        return [r["step"] for r in run.steps], _series(run.steps, key, sub)
+    return values
 
 
-def _scale_to_fit(ax, *curves: list[float]) -> None:
-    """A symmetric log scale when a curve spans more than ~3 orders of magnitude, so a blow-up
-    does not flatten every other curve of the panel."""
-    finite = [abs(v) for c in curves for v in c if not math.isnan(v)]
-    if finite and max(finite) > 100:
-        ax.set_yscale("symlog", linthresh=1.0)
-
-
-def _mark(ax, step: int | None) -> None:
-    if step is not None:
-        ax.axvline(step, color=SYMPTOM_COLOR, linestyle="--", linewidth=1.2)
-
-
-def _figure(rows: int, cols: int, height: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(12, height), dpi=100)
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(rows, cols).ravel()
-    return fig, axes
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
-    return buf.getvalue()
+def _scattered_zero_frac(run) -> tuple[list[int], list[float]]:
+    """First-layer weight-gradient entries that are exactly zero outside whole dead rows (the
+    zeros float16 underflow leaves, as opposed to dead ReLUs)."""
+    zeros = _series(run.steps, "zero_grad_frac_by_layer", layers_of(run.steps)[0])
+    dead = _series(run.steps, "dead_unit_frac")
+    return [r["step"] for r in run.steps], [max(0.0, z - d) for z, d in zip(zeros, dead)]
 
 
 def _epoch_x(run) -> list[int]:
-    """Epoch records are plotted at the step where the epoch ended."""
+    """Epoch records are plotted at the last step of the epoch."""
     return [max(0, (e.get("step") or 1) - 1) for e in run.epochs]
 
 
-def report_png(run, diagnosis) -> bytes:
-    """The one-page figure of a run. `diagnosis` only supplies the symptom's first step and a
-    description of the symptom; the cause's name is never drawn. None (a mystery run): the
-    subtitle gives measurements only."""
-    st = run.steps
-    x = [r["step"] for r in st]
-    onset = diagnosis.onset_step if diagnosis is not None else None  # None: a mystery run, no marks
-    fig, axes = _figure(4, 2, 14)
+def _epoch_metric(key: str) -> Callable[[Any], tuple[list[int], list[float]]]:
+    def values(run) -> tuple[list[int], list[float]]:
+        return _epoch_x(run), [_number(e.get(key)) for e in run.epochs]
+    return values
 
-    ax = axes[0]
-    loss = _series(st, "loss")
-    ax.plot(x, loss, lw=0.9, label="train loss (per step)")
-    ex = _epoch_x(run)
-    ax.plot(ex, [e.get("test_loss") if e.get("test_loss") is not None else math.nan for e in run.epochs],
-            "o-", label="test loss (per epoch)")
-    if _positive(loss):
-        ax.set_yscale("log")
-    ax.axhline(math.log(10), color="grey", lw=0.8, ls=":", label="ln 10 (uniform guess)")
-    ax.set_title("loss")
 
-    ax = axes[1]
-    for key in ("train_acc", "test_acc"):
-        ax.plot(ex, [e.get(key) if e.get(key) is not None else math.nan for e in run.epochs], "o-",
-                label=key.replace("_", " "))
-    ax.axhline(0.1, color="grey", lw=0.8, ls=":", label="chance")
-    ax.set_ylim(0, 1.02)
-    ax.set_title("accuracy (per epoch)")
+# ============================================================================
+# The panels of report.png, in reading order (three per row)
+# ============================================================================
 
-    ax = axes[2]
-    ax.plot(x, _series(st, "lr"), label="learning rate")
-    ax.set_title("learning rate used by the optimizer")
+@dataclass(frozen=True)
+class Panel:
+    key: str        # what is drawn (a metrics.jsonl field, or a name for a derived measurement)
+    title: str
+    values: Callable[[Any], tuple[list[int], list[float]]]
+    percent: bool = False
+    guides: tuple[tuple[float, str], ...] = ()  # horizontal reference values with their meaning
+    short: str = ""  # how the subtitle names it
 
-    ax = axes[3]
-    layers = layers_of(st)
-    ax.plot(x, _series(st, "grad_norm"), color="black", lw=1.5, label="global")
-    for layer in layers:
-        ax.plot(x, _series(st, "grad_norm_by_layer", layer), lw=0.8, label=layer)
-    global_norm = [v for v in _series(st, "grad_norm") if not math.isnan(v)]
-    if global_norm and max(global_norm) > 0:
-        ax.set_yscale("log")
-        ax.set_ylim(bottom=max(global_norm) * 1e-6)  # exact zeros and 1e-20s would hide the rest
-    ax.set_title("gradient norm: global and per layer")
+    @property
+    def name(self) -> str:
+        return self.short or self.title
 
-    ax = axes[4]
-    ax.plot(x, _series(st, "zero_grad_frac"), label="all gradient entries")
-    first = layers[0]
-    ax.plot(x, _series(st, "zero_grad_frac_by_layer", first), label=f"{first} entries")
-    ax.plot(x, _series(st, "dead_unit_frac"),
-            label=f"dead units (whole {first.rsplit('.', 1)[0]} rows)")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_title("fraction of gradients exactly zero")
 
-    ax = axes[5]
-    ax.plot(x, _series(st, "update_ratio"), label="|update| / |weights|")
-    if _positive(_series(st, "update_ratio")):
-        ax.set_yscale("log")
-    ax.set_title("step size relative to the weights")
+PANELS = [
+    Panel("loss", "training loss (per step)", _step_metric("loss"),
+          guides=((math.log(10), "ln 10 = 2.30: a uniform guess"),), short="loss"),
+    Panel("test_acc", "accuracy (per epoch)", _epoch_metric("test_acc"), percent=True,
+          guides=((0.1, "chance: 10%"),), short="test accuracy"),
+    Panel("lr", "learning rate used by the optimizer", _step_metric("lr"), short="learning rate"),
+    Panel("grad_norm", "gradient norm (all parameters)", _step_metric("grad_norm"), short="gradient norm"),
+    Panel("grad_norm_by_layer", "gradient norm per parameter tensor", _step_metric("grad_norm"),
+          short="gradient norm per layer"),
+    Panel("update_ratio", "step size: |update| / |weights|", _step_metric("update_ratio"),
+          short="step size"),
+    Panel("dead_unit_frac", "hidden units with no gradient (dead ReLUs)", _step_metric("dead_unit_frac"),
+          percent=True, short="dead hidden units"),
+    Panel("scattered_zero_frac", "first-layer gradients exactly zero, outside dead units",
+          _scattered_zero_frac, percent=True, short="scattered zero gradients"),
+    Panel("bn_running_var_mean", "BatchNorm running variance (mean over units)",
+          _step_metric("bn_running_var_mean"), short="BatchNorm running variance"),
+    Panel("logit_rowsum_mean", "outputs fed to the loss: sum over the 10 classes",
+          _step_metric("logit_rowsum_mean"), short="output row sum"),
+    Panel("act_first_var", "first layer activations: variance", _step_metric("act_first_var"),
+          short="first-layer activation variance"),
+    Panel("act_last_var", "outputs fed to the loss: variance", _step_metric("act_last_var"),
+          short="output variance"),
+]
+COLUMNS = 3
 
-    ax = axes[6]
-    curves = [_series(st, k) for k in ("act_first_mean", "act_first_var", "act_first_dead_frac",
-                                       "bn_running_mean_abs", "bn_running_var_mean")]
-    for c, label, style in zip(curves, ["mean", "variance", "dead fraction", "BatchNorm running |mean|",
-                                        "BatchNorm running var"], ["-", "-", "-", ":", "--"]):
-        ax.plot(x, c, style, lw=1, label=label)
-    _scale_to_fit(ax, *curves)
-    ax.set_title("first layer activations (after BatchNorm + ReLU)")
 
-    ax = axes[7]
-    curves = [_series(st, k) for k in ("act_last_mean", "act_last_var", "logit_rowsum_mean")]
-    for c, label in zip(curves, ["mean", "variance", "row sum (1.0: probabilities)"]):
-        ax.plot(x, c, lw=1, label=label)
-    _scale_to_fit(ax, *curves)
-    ax.set_title("last layer outputs (as fed to the loss)")
+# ============================================================================
+# Axes: scale, limits, ticks
+# ============================================================================
 
-    for ax in axes:
-        _mark(ax, onset)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="best")
-    last = run.epochs[-1] if run.epochs else {}
-    acc = last.get("test_acc")
-    title = f"{Path(run.source).name}: {len(st)} steps, test accuracy " + (
-        f"{acc:.3f}" if acc is not None else "n/a")
-    if diagnosis is None:  # a mystery run: measurements only, not what the doctor makes of them
-        title += (f"\nloss {_num(st[0].get('loss'))} at step 0 -> {_num(st[-1].get('loss'))} at step "
-                  f"{st[-1]['step']}; gradient norm {_num(st[0].get('grad_norm'))} -> {_num(st[-1].get('grad_norm'))}")
-    elif onset is not None:
-        title += f"\nsymptom starts at step {onset} (red dashed line): {diagnosis.onset}"
-    elif diagnosis.verdict == "healthy":
-        title += "\nno symptom found: the loss fell and no detector fired"
+def _plain(value: float, _pos=None) -> str:
+    """Tick labels as numbers a person reads aloud: 0.01, 10, 1e6 (never 10^0 or 2.9x10^0)."""
+    if value != 0 and (abs(value) >= 1e4 or abs(value) < 1e-3):
+        return f"{value:.0e}".replace("e+0", "e").replace("e+", "e").replace("e-0", "e-")
+    return f"{value:g}"
+
+
+def _set_y_scale(ax, values: list[float], percent: bool) -> None:
+    """Percentages for fractions; a log axis where the positive values span decades (exact zeros
+    then fall below the axis); linear otherwise."""
+    from matplotlib.ticker import PercentFormatter
+
+    finite = _finite(values)
+    if percent:
+        top = max([0.05] + [1.08 * v for v in finite])
+        ax.set_ylim(-0.03 * top, top)
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0 if top >= 0.2 else 1))
+        return
+    positive = [v for v in finite if v > 0]
+    if positive and min(finite) >= 0 and math.log10(max(positive) / min(positive)) >= DECADES_FOR_LOG:
+        _log_axis(ax)
+
+
+def _log_axis(ax) -> None:
+    """A log y axis labelled at powers of ten only, with plain numbers. Unlabelled minor ticks are
+    left out: they cost more drawing time than the rest of the panel."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(base=10, numticks=8))
+    ax.yaxis.set_major_formatter(FuncFormatter(_plain))
+    ax.yaxis.set_minor_locator(NullLocator())
+
+
+def _draw_reference(ax, x, y, label: str | None, marker: str = "") -> None:
+    ax.plot(x, y, marker, color=REFERENCE_COLOR, lw=5, ms=9, alpha=0.45, solid_capstyle="butt",
+            zorder=1, gid="reference", label=label)
+
+
+def _draw_panel(ax, panel: Panel, run, reference) -> None:
+    x, y = panel.values(run)
+    shown = list(y)
+    if reference is not None:
+        last = x[-1] if x else 0
+        rx, ry = panel.values(reference)
+        keep = [i for i, s in enumerate(rx) if s <= last]
+        rx, ry = [rx[i] for i in keep], [ry[i] for i in keep]
+        _draw_reference(ax, rx, ry, None, "o-" if panel.key == "test_acc" else "-")
+        shown += ry
+    if panel.key == "loss":
+        ax.plot(x, y, color=RUN_COLOR, lw=1, gid="run")
+        tx, ty = _epoch_metric("test_loss")(run)
+        ax.plot(tx, ty, "o-", color=TEST_COLOR, lw=1, ms=5, zorder=4, label="test loss (per epoch)")
+        shown += ty
+    elif panel.key == "test_acc":
+        tx, ty = _epoch_metric("train_acc")(run)
+        ax.plot(tx, ty, "s--", color=RUN_COLOR, lw=1, ms=5, zorder=3, label="train accuracy", gid="run-train")
+        ax.plot(x, y, "o-", color=TEST_COLOR, lw=1.2, ms=6, zorder=4, label="test accuracy", gid="run")
+        shown += ty
+    elif panel.key == "grad_norm_by_layer":
+        layers = layers_of(run.steps)
+        every = max(len(layers), len(x) // 8)  # at least one step of offset per layer
+        for i, (layer, marker) in enumerate(zip(layers, LAYER_MARKERS)):
+            ly = _series(run.steps, "grad_norm_by_layer", layer)
+            # each layer's markers at its own offset: two layers with equal norms stay apart
+            ax.plot(x, ly, lw=0.8, marker=marker, ms=4, markevery=(i * every // len(layers), every),
+                    label=layer, gid=f"layer:{layer}")
+        peak = max(_finite(_series(run.steps, "grad_norm")) or [0.0])
+        if peak > 0:  # exact zeros and 1e-20s (a bias before BatchNorm) would hide the rest
+            _log_axis(ax)
+            ax.set_ylim(bottom=peak * 1e-6)
+        ax.legend(fontsize=6.5, loc="lower left", ncol=3)
+        return
     else:
-        title += "\nno known symptom pattern: " + "; ".join(diagnosis.observations[:2])
-    fig.suptitle(title, fontsize=11)
-    # Fixed margins rather than tight_layout, which measures every label and costs seconds.
-    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.04, top=0.92, hspace=0.42, wspace=0.16)
-    return _png(fig)
+        ax.plot(x, y, color=RUN_COLOR, lw=1, zorder=3, gid="run")
+    for value, label in panel.guides:
+        ax.axhline(value, color="black", lw=0.8, ls=":", zorder=2, label=label)
+    _set_y_scale(ax, shown, panel.percent)
+    if panel.key in ("loss", "test_acc"):
+        ax.legend(fontsize=7, loc="best")
+
+
+def _mark_onset(ax, step: int) -> None:
+    """A red dashed line at the symptom's first step, and a triangle above the panel that stays
+    visible when the step is 0 (where the line runs along the axis)."""
+    ax.axvline(step, color=SYMPTOM_COLOR, linestyle="--", linewidth=1.2, zorder=5)
+    ax.plot([step], [1.0], marker="v", ms=7, color=SYMPTOM_COLOR, clip_on=False, zorder=6,
+            transform=ax.get_xaxis_transform(), gid="onset")
+
+
+def _start_x_at_zero(ax, run) -> None:
+    last = run.steps[-1]["step"] if run.steps else 1
+    ax.set_xlim(0, max(1, last))
+
+
+# ============================================================================
+# How far a run is from the clean run, panel by panel (for the subtitle)
+# ============================================================================
+
+class Gap(NamedTuple):
+    panel: Panel
+    apart: float  # median vertical distance between run and clean, as a fraction of the panel
+    run_range: tuple[float, float]
+    clean_range: tuple[float, float]
+
+
+def _line(ax, gid: str):
+    return next((line for line in ax.get_lines() if line.get_gid() == gid), None)
+
+
+def panel_gap(ax, panel: Panel) -> Gap | None:
+    """Compare the run's line with the clean run's band at the steps both have, in the panel's
+    own coordinates (after its scale is set): 0 = on top of each other, 1 = a full panel apart."""
+    import numpy as np
+
+    run, ref = _line(ax, "run"), _line(ax, "reference")
+    if run is None or ref is None:
+        return None
+    ax.get_ylim()  # settles the autoscaled limits before reading the transform
+    ref_at = {float(s): float(v) for s, v in zip(ref.get_xdata(), ref.get_ydata())}
+    pairs = [(float(s), float(v), ref_at[float(s)]) for s, v in zip(run.get_xdata(), run.get_ydata())
+             if float(s) in ref_at]
+    if not pairs:
+        return None
+    to_axes = ax.transScale + ax.transLimits
+    steps = np.array([p[0] for p in pairs])
+    with np.errstate(all="ignore"):
+        a = to_axes.transform(np.column_stack([steps, [p[1] for p in pairs]]))[:, 1]
+        b = to_axes.transform(np.column_stack([steps, [p[2] for p in pairs]]))[:, 1]
+    gaps = np.abs(a - b)
+    gaps = gaps[np.isfinite(gaps)]
+    if not gaps.size:
+        return None
+    runs = _finite([p[1] for p in pairs]) or [math.nan]
+    cleans = _finite([p[2] for p in pairs]) or [math.nan]
+    return Gap(panel, float(np.median(gaps)), (min(runs), max(runs)), (min(cleans), max(cleans)))
+
+
+def _value_range(lo: float, hi: float, percent: bool) -> str:
+    def one(v: float) -> str:
+        if math.isnan(v):
+            return "non-finite"
+        if percent:
+            return f"{100 * v:.0f}%" if abs(v) >= 0.1 or v == 0 else f"{100 * v:.1f}%"
+        return f"{v:.3g}"
+    if one(lo) == one(hi):
+        return f"{one(lo)} throughout"
+    return f"{one(lo)} to {one(hi)}"
+
+
+def describe_gaps(gaps: list[Gap], most: int = 4) -> str:
+    apart = sorted((g for g in gaps if g.apart >= SHOWN_APART), key=lambda g: -g.apart)[:most]
+    if not apart:
+        return "every curve stays close to the clean run's (grey)"
+    return "apart from the clean run (grey): " + "; ".join(
+        f"{g.panel.name} {_value_range(*g.run_range, g.panel.percent)} "
+        f"vs {_value_range(*g.clean_range, g.panel.percent)}" for g in apart)
+
+
+# ============================================================================
+# report.png
+# ============================================================================
+
+def run_name(source: str | Path) -> str:
+    """A run's name as a person gave it: the folder's name, or the tarball's without .tgz."""
+    return Path(source).name.removesuffix(".tgz")
 
 
 def _num(v: Any) -> str:
     return "non-finite" if v is None else f"{v:.3g}"
 
 
-def write_report(run_path: Path | str, out: Path | str | None = None) -> Path:
-    """Draw report.png for a run folder or tarball; by default into the run folder. A mystery
-    run's figure is drawn without the doctor's reading (no symptom line, no marked step)."""
+def subtitle(run, diagnosis, gaps: list[Gap] | None, reference_note: str | None) -> str:
+    """The figure's text under the title: what the curves show, nothing more. The one place
+    where this text is chosen. diagnosis None (a mystery run): measurements only, in the same
+    lines for every run, and no list of the panels that differ (it would point at the answer)."""
+    if diagnosis is None:
+        st = run.steps
+        lines = [f"loss {_num(st[0].get('loss'))} at step 0 -> {_num(st[-1].get('loss'))} at step "
+                 f"{st[-1]['step']}; gradient norm {_num(st[0].get('grad_norm'))} -> "
+                 f"{_num(st[-1].get('grad_norm'))}"]
+        if gaps is not None:
+            lines.append("grey: the clean run of the same seed")
+        elif reference_note:
+            lines.append(reference_note)
+        return "\n".join(lines)
+    lines = []
+    if diagnosis.onset_step is not None:
+        lines.append(f"red dashed line: step {diagnosis.onset_step}, where the first symptom shows "
+                     f"({diagnosis.onset})")
+    elif diagnosis.verdict == "healthy":
+        lines.append("the loss fell and no symptom was found")
+    elif diagnosis.observations:
+        lines.append("; ".join(diagnosis.observations[:2]))
+    if gaps is not None:
+        lines.append(describe_gaps(gaps))
+    elif reference_note:
+        lines.append(reference_note)
+    return "\n".join(lines)
+
+
+def report_figure(run, diagnosis, reference=None, reference_label: str | None = None,
+                  name: str | None = None, reference_note: str | None = None):
+    """The one-page figure of a run, optionally over a clean reference run. `diagnosis` only
+    supplies the symptom's first step and its description; the cause's name is never drawn.
+    None (a mystery run): no marked step, measurements only. `name` heads the title [default:
+    the run's folder or tarball name]."""
+    rows = math.ceil(len(PANELS) / COLUMNS)
+    fig, axes = _figure(rows, COLUMNS, 15, 3.05 * rows + 1.4)
+    onset = diagnosis.onset_step if diagnosis is not None else None
+    for ax, panel in zip(axes, PANELS):
+        _draw_panel(ax, panel, run, reference)
+        _start_x_at_zero(ax, run)
+        if onset is not None:
+            _mark_onset(ax, onset)
+        ax.set_title(panel.title, fontsize=10, y=1.0)  # a fixed place: finding one measures every tick
+        ax.set_gid(panel.key)
+        ax.grid(alpha=0.3)
+    for ax in axes[-COLUMNS:]:
+        ax.set_xlabel("step")
+    gaps = None
+    if reference is not None:
+        gaps = [g for ax, panel in zip(axes, PANELS) if (g := panel_gap(ax, panel)) is not None]
+    fig.suptitle(figure_title(run, name), fontsize=12, y=0.995, va="top")
+    fig.text(0.5, 0.972, _wrap(subtitle(run, diagnosis, gaps, reference_note)), ha="center", va="top",
+             fontsize=9.5, linespacing=1.4)
+    _key(fig, reference_label if reference is not None else None, onset)
+    # Fixed margins rather than tight_layout, which measures every label and costs seconds.
+    fig.subplots_adjust(left=0.05, right=0.985, bottom=0.045, top=0.875, hspace=0.42, wspace=0.2)
+    return fig
+
+
+def figure_title(run, name: str | None = None) -> str:
+    last = run.epochs[-1] if run.epochs else {}
+    acc = last.get("test_acc")
+    return (f"{name or run_name(run.source)}: {len(run.steps)} steps, test accuracy "
+            + (f"{100 * acc:.1f}%" if acc is not None else "n/a"))
+
+
+def _key(fig, reference_label: str | None, onset: int | None) -> None:
+    """One legend for what every panel shares: this run, the clean run, the symptom's step."""
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=RUN_COLOR, lw=1.2, label="this run")]
+    if reference_label:
+        handles.append(Line2D([], [], color=REFERENCE_COLOR, lw=5, alpha=0.45, label=reference_label))
+    if onset is not None:
+        handles.append(Line2D([], [], color=SYMPTOM_COLOR, ls="--", lw=1.2,
+                              label=f"first symptom (step {onset})"))
+    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.922), ncol=len(handles),
+               fontsize=9, frameon=False)
+
+
+def _wrap(text: str, width: int = 190) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.fill(line, width, break_on_hyphens=False) for line in text.splitlines())
+
+
+def report_png(run, diagnosis, reference=None, reference_label: str | None = None,
+               name: str | None = None, reference_note: str | None = None) -> bytes:
+    fig = report_figure(run, diagnosis, reference, reference_label, name, reference_note)
+    return _png(fig, figure_title(run, name))
+
+
+# ============================================================================
+# The clean reference run
+# ============================================================================
+
+def _options(run) -> dict[str, Any] | None:
+    config = (run.meta or {}).get("config")
+    return {k: config.get(k) for k in COMPARABLE_OPTIONS} if isinstance(config, dict) else None
+
+
+def sibling_reference(run_path: Path, run) -> tuple[Path | None, str | None]:
+    """The clean run of the same seed and options beside a run (runs/none_SEED next to
+    runs/NAME_SEED; run_none_SEED.tgz next to a tarball), or None with a note saying how to get
+    one. The trainer never trains it: that would double the cost of every run."""
+    seed = (run.meta or {}).get("seed")
+    if not isinstance(seed, int) or (run.meta or {}).get("break") == "none":
+        return None, None  # a clean run is the reference itself
+    run_path = Path(run_path)
+    candidates = ([run_path.parent / f"none_{seed}"] if run_path.is_dir()
+                  else [run_path.parent / f"run_none_{seed}.tgz", run_path.parent / "runs" / f"none_{seed}"])
+    how = (f"no clean run of seed {seed} with the same options beside this run: "
+           f"./demo_run.sh {seed} none (same options), then breaklab plot {run_path}")
+    for path in candidates:
+        if not path.exists() or path.resolve() == run_path.resolve():
+            continue
+        try:
+            ref = load_reference(path)
+        except Exception:  # an unreadable neighbour is no reason to lose the run's own figure
+            continue
+        meta = ref.meta or {}
+        # A clean run still training (or interrupted) would make the figure depend on timing.
+        if meta.get("break") == "none" and meta.get("status") == "complete" and _options(ref) == _options(run):
+            return path, None
+    return None, how
+
+
+def load_reference(path: Path | str):
+    """A reference run's metrics (its checkpoint is never opened)."""
+    from breaklab.doctor import load_run
+
+    return load_run(path, model=False)
+
+
+def reference_label(path: Path | str, ref) -> str:
+    kind = "clean run" if (ref.meta or {}).get("break") == "none" else "reference run"
+    return f"{kind} {run_name(path)}"
+
+
+class Report(NamedTuple):
+    """What report.png is drawn from: the run, its diagnosis and the clean run (if any)."""
+    run: Any
+    diagnosis: Any
+    reference: Any
+    reference_path: Path | None
+    reference_label: str | None
+    reference_note: str | None  # why there is no clean run, and how to get one
+    name: str | None
+
+    def png(self) -> bytes:
+        return report_png(self.run, self.diagnosis, self.reference, self.reference_label, self.name,
+                          self.reference_note)
+
+
+def prepare_report(run_path: Path | str, reference: Path | str | bool = True,
+                   name: str | None = None) -> Report:
+    """Read a run folder or tarball and its clean reference. reference: True looks for the clean
+    run of the same seed beside the run, a path uses that run, False draws none."""
     from breaklab.doctor import diagnose, load_run
-    from breaklab.mystery import is_mystery
 
     run = load_run(run_path)
+    ref_path, note = (sibling_reference(Path(run_path), run) if reference is True
+                      else (None if reference is False else Path(reference), None))
+    ref = load_reference(ref_path) if ref_path is not None else None
+    label = reference_label(ref_path, ref) if ref is not None else None
+    mystery = (run.meta or {}).get("break") == "mystery"  # no doctor's reading on its figure
+    return Report(run, None if mystery else diagnose(run), ref, ref_path, label, note, name)
+
+
+def write_report(run_path: Path | str, out: Path | str | None = None, reference: Path | str | bool = True,
+                 name: str | None = None) -> Path:
+    """Draw report.png for a run folder or tarball; by default into the run folder."""
     target = Path(out) if out is not None else Path(run_path) / "report.png"
-    atomic_write_bytes(target, report_png(run, None if is_mystery(run.meta) else diagnose(run)))
+    atomic_write_bytes(target, prepare_report(run_path, reference, name).png())
     return target
 
 
+# ============================================================================
+# Figure plumbing
+# ============================================================================
+
+def _figure(rows: int, cols: int, width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, cols).ravel()
+    return fig, axes
+
+
+def _png(fig, title: str | None = None) -> bytes:
+    buf = io.BytesIO()
+    metadata = {"Software": None}
+    if title:
+        metadata["Title"] = title.encode("latin-1", "replace").decode("latin-1")
+    fig.savefig(buf, format="png", dpi=100, metadata=metadata)
+    return buf.getvalue()
+
+
+def png_title(data: bytes) -> str | None:
+    """The "Title" text stored in a PNG written here."""
+    import struct
+
+    pos = 8
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        if kind == b"tEXt":
+            key, _, value = data[pos + 8:pos + 8 + length].partition(b"\0")
+            if key == b"Title":
+                return value.decode("latin-1")
+        if kind == b"IEND":
+            break
+        pos += 12 + length
+    return None
+
+
+# ============================================================================
+# Two runs on the same axes: `breaklab compare`
+# ============================================================================
+
+COMPARE_PANELS = ["loss", "test_acc", "lr", "grad_norm", "scattered_zero_frac", "dead_unit_frac"]
+
+
 def compare_png(run_a, run_b, label_a: str, label_b: str) -> bytes:
-    """Two runs on the same axes: loss, accuracy, learning rate, gradient norm, zero gradients,
-    first-layer dead units."""
-    fig, axes = _figure(3, 2, 11)
-    panels = [("loss", "loss (per step)", True), ("acc", "test accuracy (per epoch)", False),
-              ("lr", "learning rate", False), ("grad_norm", "global gradient norm", True),
-              ("zero_grad_frac", "fraction of gradients exactly zero", False),
-              ("act_first_dead_frac", "first layer: dead unit fraction", False)]
-    for ax, (key, title, log) in zip(axes, panels):
-        for run, label, style in ((run_a, label_a, "-"), (run_b, label_b, "--")):
-            if key == "acc":
-                ax.plot(_epoch_x(run), [e.get("test_acc") if e.get("test_acc") is not None else math.nan
-                                        for e in run.epochs], "o" + style, label=label)
-            else:
-                values = _series(run.steps, key)
-                ax.plot([r["step"] for r in run.steps], values, style, lw=1, label=label)
-                if log and _positive(values):
-                    ax.set_yscale("log")
-        ax.set_title(title)
+    return _png(compare_figure(run_a, run_b, label_a, label_b), compare_title(label_a, label_b))
+
+
+def compare_title(label_a: str, label_b: str) -> str:
+    return f"{label_a} (thin line) vs {label_b} (wide band)"
+
+
+def compare_figure(run_a, run_b, label_a: str, label_b: str):
+    """Two runs on the same axes: RUN_A as a thin line, RUN_B as a wide band under it (where the
+    two agree the line sits inside the band). Loss, accuracy, learning rate, gradient norm, zero
+    gradients, dead units; scales chosen as in report.png."""
+    panels = {p.key: p for p in PANELS}
+    fig, axes = _figure(2, 3, 15, 8.4)
+    last = max(run_a.steps[-1]["step"], run_b.steps[-1]["step"], 1)
+    for ax, key in zip(axes, COMPARE_PANELS):
+        panel = panels[key]
+        marker = "o-" if key == "test_acc" else "-"
+        bx, by = panel.values(run_b)
+        ax.plot(bx, by, marker, color=RUN_COLOR, lw=5, ms=9, alpha=0.4, solid_capstyle="butt",
+                zorder=1, label=label_b, gid="run_b")
+        ax_, ay = panel.values(run_a)
+        ax.plot(ax_, ay, marker, color=SYMPTOM_COLOR, lw=1.1, ms=5, zorder=3, label=label_a, gid="run_a")
+        _set_y_scale(ax, list(ay) + list(by), panel.percent)
+        ax.set_xlim(0, last)
+        ax.set_title(panel.title, fontsize=10, y=1.0)
+        ax.set_gid(key)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(f"{label_a} (solid) vs {label_b} (dashed)", fontsize=11)
-    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.06, top=0.92, hspace=0.4, wspace=0.18)
-    return _png(fig)
+        ax.legend(fontsize=8, loc="best")
+    fig.suptitle(compare_title(label_a, label_b), fontsize=12)
+    fig.subplots_adjust(left=0.05, right=0.985, bottom=0.07, top=0.9, hspace=0.35, wspace=0.2)
+    return fig
 
 
-def compare_summary(run_a, run_b) -> list[tuple[str, Any, Any]]:
+class Row(NamedTuple):
+    name: str
+    a: Any
+    b: Any
+    percent: bool = False  # a fraction, printed as a percentage
+
+
+def compare_summary(run_a, run_b) -> list[Row]:
     """The numbers that usually differ between a broken and a fixed run."""
     def last_epoch(run, key):
         return run.epochs[-1].get(key) if run.epochs else None
@@ -230,10 +595,10 @@ def compare_summary(run_a, run_b) -> list[tuple[str, Any, Any]]:
         vals = [r["grad_norm"] for r in run.steps if r.get("grad_norm") is not None]
         return max(vals) if vals else None
 
-    rows = [("steps", len(run_a.steps), len(run_b.steps)),
-            ("loss at step 0", run_a.steps[0].get("loss"), run_b.steps[0].get("loss")),
-            ("loss at the last step", run_a.steps[-1].get("loss"), run_b.steps[-1].get("loss")),
-            ("test accuracy", last_epoch(run_a, "test_acc"), last_epoch(run_b, "test_acc")),
-            ("largest gradient norm", grad_max(run_a), grad_max(run_b)),
-            ("dead units at the end", run_a.steps[-1].get("dead_unit_frac"), run_b.steps[-1].get("dead_unit_frac"))]
-    return rows
+    return [Row("steps", len(run_a.steps), len(run_b.steps)),
+            Row("loss at step 0", run_a.steps[0].get("loss"), run_b.steps[0].get("loss")),
+            Row("loss at the last step", run_a.steps[-1].get("loss"), run_b.steps[-1].get("loss")),
+            Row("test accuracy", last_epoch(run_a, "test_acc"), last_epoch(run_b, "test_acc"), True),
+            Row("largest gradient norm", grad_max(run_a), grad_max(run_b)),
+            Row("dead units at the end", run_a.steps[-1].get("dead_unit_frac"),
+                run_b.steps[-1].get("dead_unit_frac"), True)]

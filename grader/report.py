@@ -25,7 +25,8 @@ def write_submission_outputs(folder: Path, grade: dict[str, Any], plots: bool = 
                              gradescope: bool = False) -> None:
     """grade.json and grade.md always (they are the record of the grade); results.json on request."""
     atomic_write_text(folder / "grade.json", json.dumps(public(grade), indent=2, sort_keys=False) + "\n")
-    plots = make_plots(folder, grade.get("_plots") or {}) if plots else "plots not drawn (--no-plots)"
+    plots = (make_plots(folder, grade.get("_plots") or {}, grade.get("submission"))
+             if plots else "plots not drawn (--no-plots)")
     atomic_write_text(folder / "grade.md", grade_markdown(grade, plots))
     if gradescope:
         atomic_write_text(folder / "results.json", json.dumps(gradescope_results(grade), indent=2) + "\n")
@@ -69,9 +70,11 @@ def gradescope_results(grade: dict[str, Any]) -> dict[str, Any]:
 # Plots (breaklab.plots is optional: without it grade.md says so)
 # ---------------------------------------------------------------------------------------------
 
-def make_plots(folder: Path, runs: dict[str, str]) -> dict[str, str] | str:
+def make_plots(folder: Path, runs: dict[str, str], submission: str | None = None) -> dict[str, str] | str:
     """broken.png and fixed.png (breaklab.plots' one-page report of each re-run, shown side by side)
-    and compare.png (both on the same axes). Returns {label: file name}, or why there are none."""
+    and compare.png (both on the same axes). Returns {label: file name}, or why there are none.
+    Each figure is titled with the submission and the run it shows, never with a working folder's
+    name."""
     if not runs:
         return "no re-run to plot"
     try:
@@ -83,7 +86,8 @@ def make_plots(folder: Path, runs: dict[str, str]) -> dict[str, str] | str:
     runs = {label: _plain_copy(Path(d)) for label, d in runs.items()}
     try:
         for label, run_dir in sorted(runs.items()):
-            plots.write_report(Path(run_dir), folder / f"{label}.png")
+            name = f"{submission + ': ' if submission else ''}{label} run (re-run by the grader)"
+            plots.write_report(Path(run_dir), folder / f"{label}.png", reference=False, name=name)
             made[label] = f"{label}.png"
         if set(runs) >= {"broken", "fixed"} and hasattr(plots, "compare_png"):
             png = plots.compare_png(load_run(Path(runs["broken"])), load_run(Path(runs["fixed"])),

@@ -40,7 +40,7 @@ def test_registry_has_the_seven_breaks_with_their_card():
 
 
 def test_unknown_break_names_the_valid_ones():
-    with pytest.raises(ValueError, match="unknown break .*valid: none, "):
+    with pytest.raises(ValueError, match="unknown break .*valid breaks: none, "):
         get_break("nope")
 
 

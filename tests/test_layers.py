@@ -33,7 +33,7 @@ LAYERS = [
                                    "breaklab.monitor", "breaklab.integrations", "breaklab.integrations.*"]),
     ("submission and grading", ["breaklab.submission", "breaklab.presubmit", "breaklab.grader", "breaklab.grader.*",
                                 "breaklab.exercises", "breaklab.exercises.*", "breaklab.solutions.*"]),
-    ("command line", ["breaklab.cli", "breaklab.__main__", "breaklab.commands", "breaklab.commands.*"]),
+    ("command line", ["breaklab.cli", "breaklab.interrupted", "breaklab.__main__", "breaklab.commands", "breaklab.commands.*"]),
 ]
 
 

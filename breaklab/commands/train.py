@@ -86,6 +86,10 @@ def run_from_cli(cfg: Config, explicit: set[str]) -> dict[str, Any]:
         summary = train_and_summarize(cfg, warn=not cfg.quiet)
     except (SetupError, UnknownBreak) as e:
         raise click.ClickException(str(e)) from None
+    except KeyboardInterrupt:  # Ctrl-C: say how to continue rather than only "Aborted!"
+        from breaklab.interrupted import exit_interrupted
+
+        exit_interrupted(cfg.out)
     if not cfg.quiet:
         what = (f"break {cfg.break_name}, seed {cfg.seed}, {cfg.epochs} epochs, batch {cfg.batch_size}, "
                 f"lr {cfg.lr}, {cfg.device}, {cfg.threads} thread(s), data {cfg.data}")
