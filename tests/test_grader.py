@@ -347,13 +347,13 @@ def test_other_environment_gets_partial_credit_only_within_tolerance():
     far = _records([2.3 * 1.01, 2.1, 1.9], 0.916)
     kw = dict(rerun_ok=True, rerun_why="", metrics_same=False, ckpt_same=False, rerun_records=rerun)
     other = ["torch '2.3.0' vs '2.14.1'"]
-    partial = reproducibility("broken", 9, 8, env_diff=other, sub_records=close, **kw)
+    partial = reproducibility("broken", env_diff=other, sub_records=close, **kw)
     assert [c.points for c in partial] == [5.4, 4.8] and all(c.review for c in partial)
     assert "environment differs" in partial[0].reason and "torch" in partial[0].reason
-    assert [c.points for c in reproducibility("broken", 9, 8, env_diff=other, sub_records=far, **kw)] == [0, 0]
-    same_env = reproducibility("broken", 9, 8, env_diff=[], sub_records=close, **kw)
+    assert [c.points for c in reproducibility("broken", env_diff=other, sub_records=far, **kw)] == [0, 0]
+    same_env = reproducibility("broken", env_diff=[], sub_records=close, **kw)
     assert [c.points for c in same_env] == [0, 0] and "same environment" in same_env[0].reason
-    failed = reproducibility("fixed", 9, 9, rerun_ok=False, rerun_why="stopped at the wall-clock limit",
+    failed = reproducibility("fixed", rerun_ok=False, rerun_why="stopped at the wall-clock limit",
                              metrics_same=False, ckpt_same=False, env_diff=[], sub_records=None, rerun_records=None)
     assert [c.points for c in failed] == [0, 0] and "wall-clock" in failed[0].reason
 
@@ -378,15 +378,17 @@ def test_claims_on_epoch_metrics_and_per_layer_paths():
 
 
 def test_evidence_rules():
+    """More cases in tests/test_scoring.py."""
     from breaklab.grader.rubric import evidence_criterion
 
-    claim = {"metric": "grad_norm"}
-    assert evidence_criterion({}, claim).points == 0
-    assert evidence_criterion({"s.json": b'[{"step": 9, "grad_norm": 9.46}]'}, claim).points == 6
-    assert evidence_criterion({"s.txt": b"the loss went up"}, claim).points == 4
-    png = evidence_criterion({"p.png": b"\x89PNG\r\n\x1a\n...."}, claim)
-    assert png.points == 6 and png.review
-    assert evidence_criterion({"b.json": b"{broken", "x.bin": b"\xff\xfe\x00"}, claim).points == 0
+    claim = {"metric": "grad_norm", "step": 9, "value": 9.46, "errors": []}
+    broken = [{"type": "step", "step": 9, "grad_norm": 9.4609}]
+    assert evidence_criterion({}, claim, broken).points == 0
+    assert evidence_criterion({"s.json": b'[{"step": 9, "grad_norm": 9.46}]'}, claim, broken).points == 6
+    assert evidence_criterion({"s.txt": b"the loss went up"}, claim, broken).points == 0
+    fake = evidence_criterion({"p.png": b"\x89PNG\r\n\x1a\n...."}, claim, broken)
+    assert fake.points == 0 and not fake.review
+    assert evidence_criterion({"b.json": b"{broken", "x.bin": b"\xff\xfe\x00"}, claim, broken).points == 0
 
 
 def test_patch_scope_rules():
