@@ -30,7 +30,7 @@ from breaklab.grader.recovery import check_recovery
 from breaklab.grader.runs import DEFAULT_TIMEOUT, RunResult, RunSpec, train
 from breaklab.grader.sandbox import fs_isolation_available, isolation_notes, network_isolation_available
 
-RESERVED = {".work", "grades.csv", "results.json"}
+RESERVED = {".work", "grades.csv", "results.json", "shard.json"}
 
 
 @dataclass

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from breaklab.canonical_setup import atomic_write_text
+from breaklab.atomic import atomic_write_text
 from breaklab.grader import similarity
 
 NEAR_DUPLICATE = 0.15

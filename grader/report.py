@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from breaklab.canonical_setup import atomic_write_bytes, atomic_write_text
+from breaklab.atomic import atomic_write_bytes, atomic_write_text
 from breaklab.grader.rubric import WEIGHTS
 
 CSV_COLUMNS = ["submission", "student", "break", "seed", "status", "score",

@@ -188,8 +188,8 @@ def test_grade_md_shows_broken_and_fixed_plots_side_by_side(grades, tmp_path):
 
 
 def test_grade_command_on_a_folder(tmp_path):
-    """The CLI surface: a folder of submissions, progress, a summary line, exit 0 even when every
-    submission is rejected; gradescope results.json at the top for a single submission."""
+    """The CLI surface: a folder of submissions, progress, a summary line that counts what could
+    not be graded, exit status 1 then; gradescope results.json at the top for a single submission."""
     from breaklab.cli import cli
 
     folder = tmp_path / "inbox"
@@ -198,8 +198,9 @@ def test_grade_command_on_a_folder(tmp_path):
     out = tmp_path / "out"
     result = CliRunner().invoke(cli, ["grade", str(folder), "--out", str(out), "--format", "json,csv,gradescope",
                                       "--repo", str(fx.workspace() / "course")])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output
     assert "[1/1] a: 0" in result.output and "rejected 1" in result.output
+    assert "could not grade 1 of 1" in result.output
     assert json.loads((out / "results.json").read_text())["score"] == 0
     assert (out / "grades.csv").is_file() and not (out / ".work").exists()
     bad = CliRunner().invoke(cli, ["grade", str(folder), "--out", str(out), "--format", "pdf"])
