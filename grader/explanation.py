@@ -16,9 +16,11 @@ What counts as what:
   * a *chain sentence* is a sentence with a causal link (because, so, which means, causes, leads to,
     when, ...) or a sentence next to one in the same paragraph: cause -> mechanism -> symptom are
     usually told in two or three consecutive sentences;
-  * a *measured number* has at least two significant digits and equals, at its written precision
-    (or within 0.5 %), a value of the broken re-run's metrics.jsonl (a percentage is compared as a
-    fraction); step, epoch and seed numbers are not measurements;
+  * a *measured number* is in a sentence that names a metric (by its field name or in words: "loss",
+    "accuracy", "gradient norm", "dead units"...), has at least two significant digits, and equals,
+    at its written precision (or within 0.1 %), a value of that metric in the broken re-run's
+    metrics.jsonl that the clean re-run never has (a percentage is compared as a fraction; the
+    initial loss of 2.31 is every run's); step, epoch and seed numbers are not measurements;
   * a sentence whose word sequences are mostly found in a reference write-up (solutions/*/WRITEUP.md)
     is copied: it counts for nothing. A report that is mostly a write-up scores 0 and is flagged.
 
@@ -212,11 +214,16 @@ class RunValues:
             p.sort()
         return cls({k: [v for v, _ in p] for k, p in pairs.items()}, {k: [w for _, w in p] for k, p in pairs.items()})
 
-    def find(self, x: float, tol: float, metrics: set[str]) -> str | None:
+    def find(self, x: float, tol: float, metrics: set[str], unless: "RunValues | None" = None) -> str | None:
+        """Where x (within tol) is a value of one of metrics; with `unless` (the clean run), only a
+        metric whose value there is not also one of the clean run's: the initial loss of 2.31 is
+        every run's, not a measurement of this one."""
         for key in sorted(metrics):
             values = self.values.get(key, [])
             i = bisect.bisect_left(values, x - tol)
             if i < len(values) and values[i] <= x + tol:
+                if unless is not None and unless.find(x, tol, {key}) is not None:
+                    continue
                 return self.where[key][i]
         return None
 
@@ -238,9 +245,9 @@ def written_tolerance(token: str, value: float) -> float:
     return max(half_unit, 0.001 * abs(value))
 
 
-def measured_numbers(text: str, run: RunValues) -> list[tuple[str, str]]:
+def measured_numbers(text: str, run: RunValues, clean: RunValues | None = None) -> list[tuple[str, str]]:
     """(number as written, the metric it matches) for each number of text found in the run among
-    the metrics the text names."""
+    the metrics the text names, and (given the clean run) not a value the clean run has too."""
     metrics = metrics_named(text)
     if not metrics:
         return []
@@ -251,7 +258,7 @@ def measured_numbers(text: str, run: RunValues) -> list[tuple[str, str]]:
             continue
         scale = 100 if percent else 1
         value = float(token) / scale
-        where = run.find(value, written_tolerance(token, float(token)) / scale, metrics)
+        where = run.find(value, written_tolerance(token, float(token)) / scale, metrics, unless=clean)
         if where is not None:
             found.append((token + ("%" if percent else ""), where))
     return found
@@ -281,7 +288,7 @@ class Explanation:
 
 
 def examine(report: str, concepts: list[dict[str, Any]], broken: list[dict[str, Any]] | None,
-            references: dict[str, str] | None = None) -> Explanation:
+            references: dict[str, str] | None = None, clean: list[dict[str, Any]] | None = None) -> Explanation:
     sents = analyse(report, references)
     chain_text = " ".join(s.text for s in sents if s.chain).lower()
     other_text = " ".join(s.text for s in sents if not s.chain).lower()
@@ -296,9 +303,10 @@ def examine(report: str, concepts: list[dict[str, Any]], broken: list[dict[str, 
     measured: list[tuple[str, str]] = []
     if broken:
         run = RunValues.of(broken)
+        clean_run = RunValues.of(clean) if clean else None
         for s in sents:
             if s.is_sentence and not s.copied:
-                measured += measured_numbers(s.text, run)
+                measured += measured_numbers(s.text, run, clean_run)
     mine = similarity.shingles(report)
     copied_from, share = similarity.best_match(mine, ((n, similarity.shingles(t)) for n, t in
                                                       sorted((references or {}).items())))

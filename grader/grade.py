@@ -133,9 +133,10 @@ class Grader:
                         self._references[f"solutions/{name}/WRITEUP.md"] = path.read_text(errors="replace")
             return self._references
 
-    def _explanation(self, report: str, concepts: list[dict[str, Any]], broken: list[dict] | None):
-        """The explanation criteria, judged against the broken re-run and the write-ups."""
-        return rubric.explanation_criteria(report, concepts, broken, self.references())
+    def _explanation(self, report: str, concepts: list[dict[str, Any]], broken: list[dict] | None,
+                     clean: list[dict] | None):
+        """The explanation criteria, judged against the broken and clean re-runs and the write-ups."""
+        return rubric.explanation_criteria(report, concepts, broken, self.references(), clean)
 
     def _grade(self, tarball: Path, sub_id: str, info: dict[str, Any]) -> dict[str, Any]:
         from breaklab.solutions import names as solution_names
@@ -240,7 +241,7 @@ class Grader:
         criteria.append(rubric.size_criterion(changes, rub["fix"]["max_changed_lines"]))
 
         # Explanation
-        explained, integrity = self._explanation(report_text, rub["concepts"], records["broken"])
+        explained, integrity = self._explanation(report_text, rub["concepts"], records["broken"], records["clean"])
         criteria += explained
 
         totals = rubric.total(criteria)

@@ -384,10 +384,11 @@ def size_criterion(changes: list[FileChange], max_lines: int) -> Criterion:
 # ---------------------------------------------------------------------------------------------
 
 def explanation_criteria(report: str, concepts: list[dict[str, Any]], broken: list[dict] | None = None,
-                         references: dict[str, str] | None = None) -> tuple[list[Criterion], list[str]]:
+                         references: dict[str, str] | None = None,
+                         clean: list[dict] | None = None) -> tuple[list[Criterion], list[str]]:
     """The four explanation criteria (breaklab.grader.explanation says what counts), and the
     integrity findings: a report that is mostly a reference write-up scores 0 and is flagged."""
-    ex = explaining.examine(report, concepts, broken, references)
+    ex = explaining.examine(report, concepts, broken, references, clean)
     if ex.copied_from:
         why = (f"the report copies the reference write-up {ex.copied_from} ({ex.copied_share:.0%} of its "
                f"word sequences are the write-up's): no explanation points")
@@ -423,8 +424,9 @@ def explanation_criteria(report: str, concepts: list[dict[str, Any]], broken: li
         shown = ", ".join(f"{n} ({where})" for n, where in ex.measured[:4])
         measured = award_share("measured", factor, f"numbers from the broken re-run: {shown}" + short)
     else:
-        measured = award("measured", 0, "no number in the report's sentences matches the broken re-run's "
-                         "metrics (at least two significant digits, as measured)")
+        measured = award("measured", 0, "no number in the report's sentences is a value of the broken re-run "
+                         "that the clean run does not have too (a metric named in the sentence, at least two "
+                         "significant digits, as measured)")
     return [length, sections, chain, measured], []
 
 
