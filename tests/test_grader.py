@@ -43,6 +43,12 @@ def test_reference_submission_scores_at_least_95(grades, name):
     for group, weight in WEIGHTS.items():
         assert sum(c["max"] for c in g["criteria"] if c["group"] == group) == weight
     assert g["reruns"]["broken"]["ok"] and g["reruns"]["fixed"]["ok"]
+    # Nothing for a person to decide about an honest submission: no criterion asks for review,
+    # and the only items are class flags (huge_lr's student re-submitted it as the variants below).
+    assert not [c for c in g["criteria"] if c.get("review")]
+    assert all(item.startswith("integrity: ") for item in g["needs_review"])
+    if name != "huge_lr":
+        assert g["needs_review"] == [], g["needs_review"]
 
 
 # (bad submission, the reference it derives from, {criterion: points it keeps})
@@ -51,7 +57,7 @@ BAD = {
     "non_minimal_fix": ("huge_lr", {"minimal_scope": 0}),
     "tampered_metrics": ("huge_lr", {"broken_metrics": 0}),
     "long_report": ("huge_lr", {"length": 0}),
-    "missing_section": ("huge_lr", {"sections": 3}),
+    "missing_section": ("huge_lr", {"sections": 1.5}),
     "wrong_claim": ("huge_lr", {"claim_matches": 0}),
 }
 
@@ -64,7 +70,7 @@ def test_bad_submission_loses_exactly_its_points(grades, bad):
     for name, value in ref.items():
         if name in expected:
             assert got[name] == expected[name], (bad, name, grades[bad]["criteria"])
-        elif name == "concepts" and bad == "long_report":
+        elif name == "causal_chain" and bad == "long_report":
             assert got[name] == value  # the filler names nothing new, takes nothing away
         else:
             assert got[name] == value, (bad, name)
@@ -81,6 +87,42 @@ def test_bad_submissions_say_why(grades):
     assert re.search(r"\d+ words \(limit 500\)", reason("long_report", "length"))
     assert "Verification" in reason("missing_section", "sections")
     assert "0.5" in reason("wrong_claim", "claim_matches") and "7.662" in reason("wrong_claim", "claim_matches")
+
+
+def test_explanations_are_graded_on_reasoning(grades):
+    """The same fixed run with other reports: a keyword list earns at most 4 of 15, the reference
+    write-up copied earns 0 and is flagged; the honest report earns at least 12."""
+    expl = lambda g: g["groups"]["explanation"]["points"]
+    ref = grades["huge_lr"]
+    assert expl(ref) >= 12
+    for name in ("keyword_report", "copied_writeup"):
+        g = grades[name]
+        assert g["status"] == "graded"
+        # Only the explanation differs from the reference submission.
+        assert {k: v for k, v in points(g).items() if fx.criterion(g, k)["group"] != "explanation"} == \
+               {k: v for k, v in points(ref).items() if fx.criterion(ref, k)["group"] != "explanation"}
+    assert expl(grades["keyword_report"]) <= 4
+    copied = grades["copied_writeup"]
+    assert expl(copied) == 0
+    assert copied["integrity"] == ["copies the reference write-up solutions/huge_lr/WRITEUP.md (100%)"]
+    assert any("copies a reference write-up" in r for r in copied["needs_review"])
+
+
+def test_class_integrity_flags(grades):
+    flags = lambda name: {f["kind"]: f for f in grades[name].get("class_flags", [])}
+    a, b = grades["duplicate_a"]["submission"], grades["duplicate_b"]["submission"]
+    assert flags("duplicate_a")["near_duplicate"]["others"] == [b]
+    assert flags("duplicate_b")["near_duplicate"]["others"] == [a]
+    r1, r2 = grades["resubmission_1"]["submission"], grades["resubmission_2"]["submission"]
+    assert flags("resubmission_1")["resubmission"]["others"] == [r2] and "decide which counts" in \
+        flags("resubmission_1")["resubmission"]["detail"]
+    # Different students' honest reports of the same break are not flagged.
+    assert "near_duplicate" not in flags("loss_sum") and "near_duplicate" not in flags("keyword_report")
+    rows = {r["submission"]: r for r in csv.DictReader((fx.workspace() / "graded" / "grades.csv").open())}
+    assert rows[a]["needs_review"] == "yes" and f"near-duplicate of {b}" in rows[a]["integrity"]
+    assert rows[grades["double_softmax"]["submission"]]["needs_review"] == "no"
+    md = (fx.workspace() / "graded" / a / "grade.md").read_text()
+    assert "## Integrity" in md and b in md
 
 
 # ---------------------------------------------------------------------------------------------

@@ -396,3 +396,31 @@ def test_run_autograder_always_writes_results_json(bundle, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert results["score"] == 0 and "rejected" in results["output"] and "gzip" in results["output"]
     assert sum(t["max_score"] for t in results["tests"]) == 100
+
+
+# ---------------------------------------------------------------------------------------------
+# The batch-scheduler examples' wiring (their real grading: tests/test_grading_scale.py)
+# ---------------------------------------------------------------------------------------------
+
+def test_slurm_example_runs_one_shard_per_task_then_merges_all(tmp_path):
+    import os
+    import stat
+
+    log = tmp_path / "calls.log"
+    stub = tmp_path / "stub"
+    stub.write_text(f"#!/usr/bin/env bash\necho \"$0 $*\" >> {log}\necho 4242\n")
+    stub.chmod(stub.stat().st_mode | stat.S_IEXEC)
+    env = {**os.environ, "BREAKLAB": str(stub), "SBATCH": str(stub), "INBOX": "in", "REPO": "kit",
+           "OUT": str(tmp_path / "g"), "N": "2", "SLURM_ARRAY_TASK_COUNT": "2"}
+    slurm = ROOT / "examples" / "slurm"
+    subprocess.run([str(slurm / "submit.sh")], env=env, check=True, capture_output=True)
+    for k in ("1", "2"):
+        subprocess.run(["bash", str(slurm / "grade_array.sbatch")], env={**env, "SLURM_ARRAY_TASK_ID": k}, check=True)
+    subprocess.run(["bash", str(slurm / "merge.sbatch")], env=env, check=True)
+    calls = [line.split(" ", 1)[1] for line in log.read_text().splitlines()]
+    out = tmp_path / "g"
+    assert calls[0].startswith("--parsable --array=1-2 ") and calls[0].endswith("grade_array.sbatch")
+    assert "--dependency=afterany:4242" in calls[1] and calls[1].endswith("merge.sbatch")
+    assert calls[2:] == [f"grade in --repo kit --shard 1/2 --jobs 1 --out {out}/shard-1",
+                         f"grade in --repo kit --shard 2/2 --jobs 1 --out {out}/shard-2",
+                         f"grade merge {out}/shard-1 {out}/shard-2 --out {out}/class"]
