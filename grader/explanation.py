@@ -36,9 +36,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from breaklab.grader import similarity
-from breaklab.submission import MAX_WORDS, SECTIONS, prose, section_text, word_count
+from breaklab.submission import MAX_WORDS, MIN_WORDS, SECTIONS, prose, section_text, word_count
 
-MIN_WORDS = 100
 MIN_SECTION_WORDS = MIN_SENTENCE_WORDS = 6
 
 LIST_WORDS_PER_SEPARATOR = 3

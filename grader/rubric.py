@@ -16,7 +16,6 @@ only turns measured facts (from breaklab.grader.grade) into points, so each rule
 from __future__ import annotations
 
 import ast
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
