@@ -44,10 +44,12 @@ def test_reference_submission_scores_at_least_95(grades, name):
         assert sum(c["max"] for c in g["criteria"] if c["group"] == group) == weight
     assert g["reruns"]["broken"]["ok"] and g["reruns"]["fixed"]["ok"]
     # Nothing for a person to decide about an honest submission: no criterion asks for review,
-    # and the only items are class flags (huge_lr's student re-submitted it as the variants below).
+    # and the only items are class flags where the class gives a reason: huge_lr's student
+    # re-submitted it (the variants below), and the wrong-fix and non-minimal-fix students handed
+    # in the label_permute and huge_lr reports word for word.
     assert not [c for c in g["criteria"] if c.get("review")]
     assert all(item.startswith("integrity: ") for item in g["needs_review"])
-    if name != "huge_lr":
+    if name not in ("huge_lr", "label_permute"):
         assert g["needs_review"] == [], g["needs_review"]
 
 
@@ -299,7 +301,8 @@ def kit_test_files_using_solutions(kit: Path) -> list[str]:
                         else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             named = (isinstance(node, ast.Constant) and isinstance(node.value, str)
                      and node.value.strip("/").split("/")[0] == "solutions")
-            if named or any(m.split(".")[0] == "solutions" for m in imported):
+            if named or any(m.split(".")[0] == "solutions" or m.startswith("breaklab.solutions")
+                            for m in imported):
                 found.append(f"{rel}:{node.lineno}")
     return [f for f in found if f.split(":")[0] not in READS_SOLUTIONS_IF_PRESENT]
 
