@@ -91,6 +91,7 @@ def test_bad_submissions_say_why(grades):
     assert "0.5" in reason("wrong_claim", "claim_matches") and "7.662" in reason("wrong_claim", "claim_matches")
 
 
+@pytest.mark.slow
 def test_explanations_are_graded_on_reasoning(grades):
     """The same fixed run with other reports: a keyword list earns at most 4 of 15, the reference
     write-up copied earns 0 and is flagged; the honest report earns at least 12."""
@@ -110,6 +111,7 @@ def test_explanations_are_graded_on_reasoning(grades):
     assert any("copies a reference write-up" in r for r in copied["needs_review"])
 
 
+@pytest.mark.slow
 def test_class_integrity_flags(grades):
     flags = lambda name: {f["kind"]: f for f in grades[name].get("class_flags", [])}
     a, b = grades["duplicate_a"]["submission"], grades["duplicate_b"]["submission"]
