@@ -59,8 +59,7 @@ CAUSAL = re.compile(r"\b(because|since|so|therefore|thus|hence|consequently|as a
                     r"in turn|drive[sn]?|drove|push(es|ed)?|forc(e|es|ed)|turn(s|ed)? into|"
                     r"prevent(s|ed)?|stop(s|ped)?|kill(s|ed)?|end(s|ed)? up|blow(s|n)? up)\b", re.I)
 _NUMBER = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)(\s*%)?(?![\w])")
-_NOT_A_MEASUREMENT = re.compile(r"\b(step|steps|epoch|epochs|seed|seeds|batch|size|line|lines|"
-                                r"layer|of|top|first|last)\s*$", re.I)
+_NOT_A_MEASUREMENT = re.compile(r"\b(step|steps|epoch|epochs|seed|seeds|batch|size|line|lines|layer)\s*$", re.I)
 _BULLET = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+")
 _HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.*?)\s*#*\s*$")
 _SPLIT = re.compile(r"(?<=[.!?])\s+(?=[A-Z`\"'(\[])")

@@ -134,6 +134,7 @@ def test_what_counts_as_a_sentence_and_a_measurement():
     assert explanation.measured_numbers("the loss started at 2.31", run)
     assert not explanation.measured_numbers("the loss started at 2.31", run, clean)  # every run's
     assert explanation.measured_numbers("68% of the units are dead", run)
+    assert explanation.measured_numbers("it reached a loss of 37.6", run, clean)
     # Step and seed numbers, one-digit numbers and numbers in a sentence naming no metric don't count.
     assert not explanation.measured_numbers("seed 42, step 62, 3 epochs", run)
     assert not explanation.measured_numbers("I ran it with 37.6 in mind", run)
