@@ -156,7 +156,7 @@ def close(grades: list[dict], out: Path, formats: tuple[str, ...]) -> None:
                f"could not grade {not_graded} of {len(grades)}")
     click.echo(f"grades: {out}/" + ("grades.csv" if "csv" in formats else "<submission>/grade.json"))
     if not_graded:
-        raise SystemExit(1)
+        click.get_current_context().exit(1)
 
 
 @click.command(name="merge")
