@@ -38,6 +38,7 @@ def cli() -> None:
 
 
 def _register() -> None:
+    from breaklab.commands.autograder import autograder
     from breaklab.commands.compare import compare
     from breaklab.commands.doctor import doctor
     from breaklab.commands.grade import grade
@@ -63,6 +64,7 @@ def _register() -> None:
     cli.add_command(submit)
     cli.add_command(grade)
     cli.add_command(kit)
+    cli.add_command(autograder)
 
 
 _register()

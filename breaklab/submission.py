@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 MAX_WORDS = 500
+MIN_WORDS = 100   # shorter reports earn part of the explanation points (docs/GRADING.md)
 SECTIONS = ("Symptoms", "Root cause", "Fix", "Verification")
 MAX_EVIDENCE_BYTES = 5 << 20
 SUBMISSION_FORMAT, SUBMISSION_VERSION = "breaklab-submission", 1
@@ -110,6 +111,9 @@ def check_report(path: Path) -> tuple[str, list[str]]:
         raise SubmitError(f"report {path} has {words} words; the limit is {MAX_WORDS}: shorten it")
     warnings = [f"the report has no '{s}' section (a '## {s}' heading); the grader looks for it"
                 for s, ok in sections_present(text).items() if not ok]
+    if words < MIN_WORDS:
+        warnings.append(f"the report has {words} words; explanations under {MIN_WORDS} words earn part of "
+                        "their points: say what caused the symptom, how, and with which numbers")
     claim = parse_symptom_block(text)
     if claim is None:
         warnings.append("the report has no ```symptom block (metric, step, value); the grader checks it")

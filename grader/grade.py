@@ -25,11 +25,12 @@ from typing import Any, Callable
 from breaklab.metric_log import read_metrics
 from breaklab.submission import parse_symptom_block
 from breaklab.grader import gitrepo, intake, rubric
+from breaklab.grader.integrity import keep_report
 from breaklab.grader.recovery import check_recovery
 from breaklab.grader.runs import DEFAULT_TIMEOUT, RunResult, RunSpec, train
 from breaklab.grader.sandbox import fs_isolation_available, isolation_notes, network_isolation_available
 
-RESERVED = {".work", "grades.csv", "results.json"}
+RESERVED = {".work", "grades.csv", "results.json", "shard.json"}
 
 
 @dataclass
@@ -47,6 +48,7 @@ class Grader:
     _runs: dict = field(default_factory=dict)
     _trees: dict = field(default_factory=dict)
     _commits: dict = field(default_factory=dict)
+    _references: dict | None = None
 
     def __post_init__(self):
         from breaklab.solutions import SOLUTIONS_DIR
@@ -115,7 +117,26 @@ class Grader:
         from breaklab.grader.report import write_submission_outputs
 
         write_submission_outputs(folder, grade, plots=self.plots, gradescope="gradescope" in self.formats)
+        keep_report(folder, grade)
         return grade
+
+    def references(self) -> dict[str, str]:
+        """The reference write-ups (solutions/*/WRITEUP.md) a report must not copy, read once."""
+        with self._lock:
+            if self._references is None:
+                from breaklab.solutions import names as solution_names
+
+                self._references = {}
+                for name in solution_names(self.solutions_root):
+                    path = self.solutions_root / name / "WRITEUP.md"
+                    if path.is_file():
+                        self._references[f"solutions/{name}/WRITEUP.md"] = path.read_text(errors="replace")
+            return self._references
+
+    def _explanation(self, report: str, concepts: list[dict[str, Any]], broken: list[dict] | None,
+                     clean: list[dict] | None):
+        """The explanation criteria, judged against the broken and clean re-runs and the write-ups."""
+        return rubric.explanation_criteria(report, concepts, broken, self.references(), clean)
 
     def _grade(self, tarball: Path, sub_id: str, info: dict[str, Any]) -> dict[str, Any]:
         from breaklab.solutions import names as solution_names
@@ -174,12 +195,12 @@ class Grader:
         criteria: list[rubric.Criterion] = []
 
         # Reproducibility
-        for label, res, err, mmax, cmax in (("broken", broken, broken_err, 9, 8), ("fixed", fixed, fixed_err, 9, 9)):
+        for label, res, err in (("broken", broken, broken_err), ("fixed", fixed, fixed_err)):
             ok = res is not None and res.ok
             sub_files = {"metrics": sub.path(f"{label}/metrics.jsonl").read_bytes(),
                          "ckpt": _first_word(sub.path(f"{label}/checkpoint.pt.sha256"))}
             criteria += rubric.reproducibility(
-                label, mmax, cmax, rerun_ok=ok,
+                label, rerun_ok=ok,
                 rerun_why=err or (res.sandbox.why() if res is not None else "not run"),
                 metrics_same=ok and (res.folder / "metrics.jsonl").read_bytes() == sub_files["metrics"],
                 ckpt_same=ok and sub_files["ckpt"] is not None and res.checkpoint_sha() == sub_files["ckpt"],
@@ -191,7 +212,8 @@ class Grader:
         report_text = sub.read_text("report.md")
         claim = parse_symptom_block(report_text)
         criteria += rubric.claim_criteria(claim, records["broken"], records["clean"], rub["symptom_metrics"])
-        criteria.append(rubric.evidence_criterion({n.split("/", 1)[1]: sub.path(n).read_bytes() for n in sub.evidence}, claim))
+        criteria.append(rubric.evidence_criterion({n.split("/", 1)[1]: sub.path(n).read_bytes() for n in sub.evidence},
+                                                  claim, records["broken"]))
         criteria.append(rubric.metric_fields_criterion({"broken": records["sub_broken"], "fixed": records["sub_fixed"]}))
 
         # Fix
@@ -219,12 +241,14 @@ class Grader:
         criteria.append(rubric.size_criterion(changes, rub["fix"]["max_changed_lines"]))
 
         # Explanation
-        criteria += rubric.explanation_criteria(report_text, rub["concepts"])
+        explained, integrity = self._explanation(report_text, rub["concepts"], records["broken"], records["clean"])
+        criteria += explained
 
         totals = rubric.total(criteria)
         return {**info, "status": "graded", "reason": None, **totals,
                 "criteria": [c.as_dict() for c in criteria],
                 "needs_review": [f"{c.name}: {c.review}" for c in criteria if c.review],
+                "integrity": integrity, "_report": report_text,
                 "network_isolated": network_isolation_available(),
                 "sandbox": sandbox_facts(),
                 "reruns": reruns,
@@ -233,12 +257,15 @@ class Grader:
 
     # -- many submissions ----------------------------------------------------------------------
     def grade_all(self, tarballs: list[Path], jobs: int = 1, formats: tuple[str, ...] = ("json", "csv"),
-                  on_done: Callable[[int, int, dict], None] = lambda i, n, g: None) -> list[dict[str, Any]]:
-        from breaklab.grader.report import write_class_outputs
+                  on_done: Callable[[int, int, dict], None] = lambda i, n, g: None,
+                  ids: list[str] | None = None) -> list[dict[str, Any]]:
+        """Grade every tarball (ids: their folder names, when chosen for a whole class of which these
+        are a shard), then run the class checks and write grades.csv."""
+        from breaklab.grader.integrity import finalize
 
         self.out.mkdir(parents=True, exist_ok=True)
         self.formats = tuple(formats)
-        ids = submission_ids(tarballs)
+        ids = list(ids) if ids is not None else submission_ids(tarballs)
         grades: list[dict[str, Any] | None] = [None] * len(tarballs)
         try:
             with ThreadPoolExecutor(max(1, jobs)) as pool:
@@ -250,8 +277,9 @@ class Grader:
         finally:
             if not self.keep_work:
                 shutil.rmtree(self.work, ignore_errors=True)
-        write_class_outputs(self.out, [g for g in grades if g is not None], formats)
-        return [g for g in grades if g is not None]
+        graded = [g for g in grades if g is not None]
+        finalize(self.out, graded, self.formats)
+        return graded
 
 
 def submission_ids(tarballs: list[Path]) -> list[str]:
@@ -275,7 +303,7 @@ def failed(info: dict[str, Any], status: str, reason: str, detail: str | None = 
            criterion_name: str | None = None) -> dict[str, Any]:
     """A zero in every group, with the reason."""
     name = criterion_name or ("intake" if status == "rejected" else "grading")
-    criteria = [rubric.Criterion(g, name, 0, w, reason) for g, w in rubric.WEIGHTS.items()]
+    criteria = [rubric.whole_group(g, name, reason) for g in rubric.WEIGHTS]
     grade = {**info, "status": status, "reason": reason, **rubric.total(criteria),
              "criteria": [c.as_dict() for c in criteria],
              "needs_review": [f"{status}: {reason}"] if status == "error" else []}

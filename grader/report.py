@@ -9,11 +9,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from breaklab.canonical_setup import atomic_write_bytes, atomic_write_text
+from breaklab.atomic import atomic_write_bytes, atomic_write_text
 from breaklab.grader.rubric import WEIGHTS
 
 CSV_COLUMNS = ["submission", "student", "break", "seed", "status", "score",
-               *WEIGHTS, "needs_review", "reason", "tarball_sha256", "sandbox_notes"]
+               *WEIGHTS, "needs_review", "integrity", "review", "reason", "tarball_sha256", "sandbox_notes"]
 
 
 def public(grade: dict[str, Any]) -> dict[str, Any]:
@@ -27,7 +27,15 @@ def write_submission_outputs(folder: Path, grade: dict[str, Any], plots: bool = 
     atomic_write_text(folder / "grade.json", json.dumps(public(grade), indent=2, sort_keys=False) + "\n")
     plots = (make_plots(folder, grade.get("_plots") or {}, grade.get("submission"))
              if plots else "plots not drawn (--no-plots)")
-    atomic_write_text(folder / "grade.md", grade_markdown(grade, plots))
+    grade["plots"] = plots
+    rewrite_submission_outputs(folder, grade, gradescope)
+
+
+def rewrite_submission_outputs(folder: Path, grade: dict[str, Any], gradescope: bool = False) -> None:
+    """grade.json, grade.md (with the plots already drawn) and results.json from the grade alone:
+    the class checks rewrite them without re-drawing anything."""
+    atomic_write_text(folder / "grade.json", json.dumps(public(grade), indent=2, sort_keys=False) + "\n")
+    atomic_write_text(folder / "grade.md", grade_markdown(grade, grade.get("plots") or "no plots"))
     if gradescope:
         atomic_write_text(folder / "results.json", json.dumps(gradescope_results(grade), indent=2) + "\n")
 
@@ -43,13 +51,20 @@ def write_class_outputs(out: Path, grades: list[dict[str, Any]], formats: tuple[
                         "break": g.get("break_name") or "", "seed": g.get("seed", ""),
                         "status": g["status"], "score": g["score"],
                         **{k: groups.get(k, {}).get("points", 0) for k in WEIGHTS},
-                        "needs_review": len(g.get("needs_review", [])),
+                        "needs_review": "yes" if g.get("needs_review") else "no",
+                        "integrity": " | ".join(integrity_findings(g)),
+                        "review": " | ".join(g.get("needs_review", [])),
                         "reason": g.get("reason") or "", "tarball_sha256": g.get("tarball_sha256", ""),
                         "sandbox_notes": "; ".join((g.get("sandbox") or {}).get("notes") or [])})
         atomic_write_text(out / "grades.csv", buf.getvalue())
     if "gradescope" in formats and len(grades) == 1:
         # Gradescope grades one submission per container: its results.json at the top.
         atomic_write_text(out / "results.json", json.dumps(gradescope_results(grades[0]), indent=2) + "\n")
+
+
+def integrity_findings(grade: dict[str, Any]) -> list[str]:
+    """The submission's own findings (a copied write-up) and the class flags, one line each."""
+    return list(grade.get("integrity") or []) + [f["detail"] for f in grade.get("class_flags") or []]
 
 
 def gradescope_results(grade: dict[str, Any]) -> dict[str, Any]:
@@ -127,6 +142,8 @@ def grade_markdown(grade: dict[str, Any], plots: dict[str, str] | str) -> str:
     for c in grade["criteria"]:
         reason = c["reason"].replace("|", "\\|").replace("\n", " ")
         lines.append(f"| {c['group']}: {c['name']} | {c['points']} | {c['max']} | {reason} |")
+    if integrity_findings(grade):
+        lines += ["", "## Integrity", ""] + [f"- {r}" for r in integrity_findings(grade)]
     if grade.get("needs_review"):
         lines += ["", "## For a person to review", ""] + [f"- {r}" for r in grade["needs_review"]]
     if grade.get("reruns"):

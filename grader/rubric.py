@@ -1,9 +1,14 @@
-"""Scoring: every criterion is a `Criterion(points, max, reason)`, in four groups.
+"""Scoring: one typed model. Every criterion's maximum is declared once, in CRITERIA, and the
+maxima of each group are checked (at import) to add up to the group's weight:
 
     reproducibility 35   the re-runs give the submitted metrics and checkpoint, byte for byte
     diagnostics     30   the claimed symptom is in the re-run metrics, evidence, metric fields
     fix             20   the fixed run recovers, and the patch is minimal
-    explanation     15   <= 500 words, four sections, the root cause named with the concepts
+    explanation     15   reasoning about the run (breaklab.grader.explanation), not keywords
+
+A `Criterion` is made with `award(name, points, reason)`: its group and maximum come from the
+table, and points outside 0..max are refused. `Grade` holds a submission's criteria and checks that
+they are exactly the declared ones before it adds them up.
 
 The points of each criterion and the tolerances are documented in docs/GRADING.md; this module
 only turns measured facts (from breaklab.grader.grade) into points, so each rule can be tested alone.
@@ -11,17 +16,61 @@ only turns measured facts (from breaklab.grader.grade) into points, so each rule
 from __future__ import annotations
 
 import ast
-import json
 import math
-import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from breaklab.submission import MAX_WORDS, SECTIONS, prose, sections_present, word_count
+from breaklab.submission import MAX_WORDS, SECTIONS
+from breaklab.grader import evidence as evidence_files
+from breaklab.grader.claims import CLAIM_ATOL, CLAIM_RTOL, EPOCH_FIELDS, _close, claimed_record, lookup  # noqa: F401
+from breaklab.grader import explanation as explaining
 from breaklab.grader.gitrepo import FileChange
 from breaklab.grader.recovery import Recovery
 
 WEIGHTS = {"reproducibility": 35, "diagnostics": 30, "fix": 20, "explanation": 15}
+
+
+@dataclass(frozen=True)
+class Spec:
+    group: str
+    max: float
+    rule: str
+
+
+# Every criterion, its group, its maximum and its rule in one line (docs/GRADING.md has the details).
+CRITERIA: dict[str, Spec] = {
+    "broken_metrics": Spec("reproducibility", 9, "the broken re-run's metrics.jsonl is the submitted one"),
+    "broken_checkpoint": Spec("reproducibility", 8, "the broken re-run's checkpoint SHA-256 is the submitted one"),
+    "fixed_metrics": Spec("reproducibility", 9, "the fixed re-run's metrics.jsonl is the submitted one"),
+    "fixed_checkpoint": Spec("reproducibility", 9, "the fixed re-run's checkpoint SHA-256 is the submitted one"),
+    "claim_matches": Spec("diagnostics", 12, "the symptom block's value is in the broken re-run"),
+    "claim_shows_symptom": Spec("diagnostics", 6, "the claimed metric shows this break and differs from clean"),
+    "evidence": Spec("diagnostics", 6, "a decodable figure, or a metrics excerpt showing the claimed value"),
+    "metric_fields": Spec("diagnostics", 6, "every submitted step record carries the required fields"),
+    "recovers": Spec("fix", 12, "the fixed re-run recovers"),
+    "minimal_scope": Spec("fix", 6, "the patch changes only the break's hook"),
+    "minimal_size": Spec("fix", 2, "the patch is small"),
+    "length": Spec("explanation", 2, f"{explaining.MIN_WORDS} to {MAX_WORDS} words of prose"),
+    "sections": Spec("explanation", 2, "the four sections each have something written"),
+    "causal_chain": Spec("explanation", 8, "the rubric's concepts, named in sentences of a causal chain"),
+    "measured": Spec("explanation", 3, "a number in a sentence matches the broken re-run"),
+}
+
+
+def check_weights(criteria: dict[str, Spec] = CRITERIA, weights: dict[str, int] = WEIGHTS) -> None:
+    """Raise ValueError unless each group's maxima add up to its weight (and the weights to 100)."""
+    sums = {g: 0.0 for g in weights}
+    for name, spec in criteria.items():
+        if spec.group not in sums:
+            raise ValueError(f"criterion {name}: unknown group {spec.group!r}")
+        sums[spec.group] += spec.max
+    wrong = [f"{g}: criteria add up to {s:g}, weight {weights[g]}" for g, s in sums.items()
+             if not math.isclose(s, weights[g])]
+    if wrong or sum(weights.values()) != 100:
+        raise ValueError("rubric maxima do not match the weights: " + "; ".join(wrong or ["weights do not add up to 100"]))
+
+
+check_weights()
 
 # Where a patch must never reach, whatever the break: the tests, the grader, the answers, the data
 # and the registry of breaks (deleting a break from it is not fixing it).
@@ -38,13 +87,9 @@ ENV_LOSS_STEPS = 10
 ENV_ACC_TOL = 0.02          # absolute, final test accuracy
 ENV_PARTIAL = 0.6           # share of a reproducibility criterion given within tolerance
 
-CLAIM_RTOL, CLAIM_ATOL = 0.05, 5e-3   # a claimed value may be rounded to 2 significant digits
 SYMPTOM_RTOL, SYMPTOM_ATOL = 0.1, 1e-2
 REQUIRED_STEP_FIELDS = ("loss", "grad_mean", "act_first_mean", "act_first_var", "act_last_mean",
                         "act_last_var")
-EPOCH_FIELDS = ("train_loss", "train_acc", "test_loss", "test_acc")
-
-
 @dataclass
 class Criterion:
     group: str
@@ -52,13 +97,32 @@ class Criterion:
     points: float
     max: float
     reason: str
-    review: str | None = None   # what a person should look at, when set
+    review: str | None = None   # what a person should decide, when set
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         if d["review"] is None:
             del d["review"]
         return d
+
+
+def award(name: str, points: float, reason: str, review: str | None = None) -> Criterion:
+    """The criterion `name` with its declared group and maximum; points are rounded to 0.1."""
+    spec = CRITERIA[name]
+    points = round(points, 1)
+    if not 0 <= points <= spec.max:
+        raise ValueError(f"{name}: {points} points outside 0..{spec.max:g}")
+    return Criterion(spec.group, name, points, spec.max, reason, review)
+
+
+def award_share(name: str, share: float, reason: str, review: str | None = None) -> Criterion:
+    """A share (0..1) of the criterion's maximum."""
+    return award(name, scaled(share, CRITERIA[name].max), reason, review)
+
+
+def whole_group(group: str, name: str, reason: str) -> Criterion:
+    """A zero for a whole group (a submission that could not be graded), its maximum the weight."""
+    return Criterion(group, name, 0, WEIGHTS[group], reason)
 
 
 def scaled(share: float, maximum: float) -> float:
@@ -96,33 +160,32 @@ def metrics_within_tolerance(sub: list[dict], rerun: list[dict]) -> tuple[bool, 
     return True, f"first {ENV_LOSS_STEPS} losses within {ENV_LOSS_RTOL:g} (relative), test accuracy within {ENV_ACC_TOL}"
 
 
-def reproducibility(run: str, max_metrics: float, max_ckpt: float, *, rerun_ok: bool, rerun_why: str,
+def reproducibility(run: str, *, rerun_ok: bool, rerun_why: str,
                     metrics_same: bool, ckpt_same: bool, env_diff: list[str],
                     sub_records: list[dict] | None, rerun_records: list[dict] | None) -> list[Criterion]:
-    g = "reproducibility"
+    """{run}_metrics and {run}_checkpoint, run being "broken" or "fixed"."""
     if not rerun_ok:
         why = f"the {run} run could not be re-run: {rerun_why}"
-        return [Criterion(g, f"{run}_metrics", 0, max_metrics, why),
-                Criterion(g, f"{run}_checkpoint", 0, max_ckpt, why)]
+        return [award(f"{run}_metrics", 0, why), award(f"{run}_checkpoint", 0, why)]
     out = []
     close, detail = (False, "submitted metrics unreadable")
     if sub_records is not None and rerun_records is not None:
         close, detail = metrics_within_tolerance(sub_records, rerun_records)
-    for name, same, maximum, what in ((f"{run}_metrics", metrics_same, max_metrics, "metrics.jsonl"),
-                                      (f"{run}_checkpoint", ckpt_same, max_ckpt, "checkpoint SHA-256")):
+    for name, same, what in ((f"{run}_metrics", metrics_same, "metrics.jsonl"),
+                             (f"{run}_checkpoint", ckpt_same, "checkpoint SHA-256")):
         if same:
-            out.append(Criterion(g, name, maximum, maximum, f"re-run {what} is byte-identical"))
+            out.append(award_share(name, 1, f"re-run {what} is byte-identical"))
         elif env_diff and close:
-            out.append(Criterion(g, name, scaled(ENV_PARTIAL, maximum), maximum,
-                                 f"{what} differs, but the environment differs ({'; '.join(env_diff)}) "
-                                 f"and the metrics agree within tolerance ({detail}): partial credit",
-                                 review="the re-run used another environment; bytes could not be compared"))
+            out.append(award_share(name, ENV_PARTIAL,
+                                   f"{what} differs, but the environment differs ({'; '.join(env_diff)}) "
+                                   f"and the metrics agree within tolerance ({detail}): partial credit",
+                                   review="the re-run used another environment; bytes could not be compared"))
         elif env_diff:
-            out.append(Criterion(g, name, 0, maximum, f"{what} differs and the metrics are outside the "
-                                 f"tolerance ({detail}), in another environment ({'; '.join(env_diff)})"))
+            out.append(award(name, 0, f"{what} differs and the metrics are outside the "
+                             f"tolerance ({detail}), in another environment ({'; '.join(env_diff)})"))
         else:
-            out.append(Criterion(g, name, 0, maximum, f"{what} differs from the re-run in the same "
-                                 f"environment: the file was edited or not made by this code ({detail})"))
+            out.append(award(name, 0, f"{what} differs from the re-run in the same "
+                             f"environment: the file was edited or not made by this code ({detail})"))
     return out
 
 
@@ -130,111 +193,50 @@ def reproducibility(run: str, max_metrics: float, max_ckpt: float, *, rerun_ok: 
 # Diagnostics
 # ---------------------------------------------------------------------------------------------
 
-def lookup(record: dict[str, Any], metric: str) -> tuple[bool, Any]:
-    """A metric of a record, by name or dotted path into a per-layer dict (grad_mean.fc1.weight)."""
-    if metric in record:
-        return True, record[metric]
-    for key, val in record.items():
-        if isinstance(val, dict) and metric.startswith(key + "."):
-            sub = metric[len(key) + 1:]
-            if sub in val:
-                return True, val[sub]
-    return False, None
-
-
-def claimed_record(records: list[dict], claim: dict[str, Any]) -> dict | None:
-    metric = claim.get("metric", "")
-    if metric.split(".")[0] in EPOCH_FIELDS:
-        for r in records:
-            if r.get("type") == "epoch" and (
-                    r.get("epoch") == claim["epoch"] if "epoch" in claim else r.get("step") == claim.get("step")):
-                return r
-        return None
-    for r in records:
-        if r.get("type") == "step" and r.get("step") == claim.get("step"):
-            return r
-    return None
-
-
-def _close(a: float | None, b: float | None, rtol: float, atol: float) -> bool:
-    if a is None or b is None or not math.isfinite(a) or not math.isfinite(b):
-        return (a is None or not math.isfinite(a)) and (b is None or not math.isfinite(b))
-    return abs(a - b) <= max(rtol * abs(b), atol)
-
-
 def claim_criteria(claim: dict[str, Any] | None, broken: list[dict] | None, clean: list[dict] | None,
                    symptom_metrics: list[str]) -> list[Criterion]:
-    g = "diagnostics"
+    def both_zero(why: str) -> list[Criterion]:
+        return [award("claim_matches", 0, why), award("claim_shows_symptom", 0, why)]
+
     if claim is None:
-        why = "the report has no ```symptom block (metric, step, value)"
-        return [Criterion(g, "claim_matches", 0, 12, why), Criterion(g, "claim_shows_symptom", 0, 6, why)]
+        return both_zero("the report has no ```symptom block (metric, step, value)")
     if claim["errors"] or "metric" not in claim or "value" not in claim:
-        why = "the symptom block cannot be read: " + "; ".join(claim["errors"] or ["incomplete"])
-        return [Criterion(g, "claim_matches", 0, 12, why), Criterion(g, "claim_shows_symptom", 0, 6, why)]
+        return both_zero("the symptom block cannot be read: " + "; ".join(claim["errors"] or ["incomplete"]))
     if broken is None:
-        why = "no re-run of the broken run to check the claim against"
-        return [Criterion(g, "claim_matches", 0, 12, why), Criterion(g, "claim_shows_symptom", 0, 6, why)]
+        return both_zero("no re-run of the broken run to check the claim against")
     metric, where = claim["metric"], (f"epoch {claim['epoch']}" if "epoch" in claim else f"step {claim.get('step')}")
     rec = claimed_record(broken, claim)
     found, actual = lookup(rec, metric) if rec else (False, None)
     if not found or isinstance(actual, (dict, list, bool)):
-        why = f"the re-run broken metrics have no numeric {metric} at {where}"
-        return [Criterion(g, "claim_matches", 0, 12, why), Criterion(g, "claim_shows_symptom", 0, 6, why)]
+        return both_zero(f"the re-run broken metrics have no numeric {metric} at {where}")
     value = claim["value"]
     if _close(value, actual, CLAIM_RTOL, CLAIM_ATOL):
-        match = Criterion(g, "claim_matches", 12, 12, f"claimed {metric} = {value:g} at {where}; re-run: {_num(actual)}")
+        match = award_share("claim_matches", 1, f"claimed {metric} = {value:g} at {where}; re-run: {_num(actual)}")
     else:
-        match = Criterion(g, "claim_matches", 0, 12, f"claimed {metric} = {value:g} at {where}, but the re-run "
-                          f"broken run has {_num(actual)} (tolerance {CLAIM_RTOL:.0%} or {CLAIM_ATOL})")
+        match = award("claim_matches", 0, f"claimed {metric} = {value:g} at {where}, but the re-run "
+                      f"broken run has {_num(actual)} (tolerance {CLAIM_RTOL:.0%} or {CLAIM_ATOL})")
     head = metric.split(".")[0]
     relevant = head in symptom_metrics or metric in symptom_metrics
     crec = claimed_record(clean, claim) if clean else None
     cfound, cval = lookup(crec, metric) if crec else (False, None)
     differs = cfound and not _close(actual, cval, SYMPTOM_RTOL, SYMPTOM_ATOL)
-    pts = (3 if relevant else 0) + (3 if differs else 0)
     parts = [f"{metric} {'is' if relevant else 'is not'} a metric this break shows in",
              (f"the broken run's {_num(actual)} differs from the clean run's {_num(cval)} at {where}" if differs
               else f"the clean run has {_num(cval)} there too: not a symptom" if cfound
               else "no clean-run value to compare")]
-    return [match, Criterion(g, "claim_shows_symptom", pts, 6, "; ".join(parts))]
+    return [match, award_share("claim_shows_symptom", (relevant + bool(differs)) / 2, "; ".join(parts))]
 
 
-def evidence_criterion(files: dict[str, bytes], claim: dict[str, Any] | None) -> Criterion:
-    g, name = "diagnostics", "evidence"
+def evidence_criterion(files: dict[str, bytes], claim: dict[str, Any] | None,
+                       broken: list[dict] | None = None) -> Criterion:
+    """The best of the evidence files (breaklab.grader.evidence judges each one)."""
     if not files:
-        return Criterion(g, name, 0, 6, "no evidence file (pass --evidence FILE to breaklab submit)")
-    readable, mentions, pictures = [], False, []
-    metric = (claim or {}).get("metric", "") or ""
-    head = metric.split(".")[0]
-    for fname, data in files.items():
-        if data.startswith(b"\x89PNG\r\n\x1a\n") or data.startswith(b"%PDF") or data[:4] == b"<svg":
-            readable.append(fname)
-            pictures.append(fname)
-            continue
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            continue
-        if fname.endswith(".json"):
-            try:
-                json.loads(text)
-            except ValueError:
-                try:  # a JSON-lines snippet of metrics.jsonl
-                    [json.loads(line) for line in text.splitlines() if line.strip()]
-                except ValueError:
-                    continue
-        readable.append(fname)
-        if head and head in text:
-            mentions = True
-    if not readable:
-        return Criterion(g, name, 0, 6, f"evidence files cannot be read: {', '.join(files)}")
-    if mentions:
-        return Criterion(g, name, 6, 6, f"evidence {', '.join(readable)} shows the claimed metric {head}")
-    if pictures:
-        return Criterion(g, name, 6, 6, f"evidence {', '.join(readable)} present (image)",
-                         review=f"check that {', '.join(pictures)} shows the claimed symptom")
-    return Criterion(g, name, 4, 6, f"evidence {', '.join(readable)} present but does not mention the "
-                     f"claimed metric {head or '(none claimed)'}")
+        return award("evidence", 0, "no evidence file (pass --evidence FILE to breaklab submit)")
+    verdicts = [evidence_files.judge(name, data, claim, broken) for name, data in sorted(files.items())]
+    best = max(verdicts, key=lambda v: v.share)
+    others = [v.reason for v in verdicts if v is not best]
+    reason = best.reason + (f" (other files: {'; '.join(others)})" if others and best.share < 1 else "")
+    return award_share("evidence", best.share, reason)
 
 
 def metric_fields_criterion(runs: dict[str, list[dict] | None]) -> Criterion:
@@ -247,12 +249,10 @@ def metric_fields_criterion(runs: dict[str, list[dict] | None]) -> Criterion:
         for f in REQUIRED_STEP_FIELDS:
             if any(f not in r for r in steps):
                 missing.add(f"{label}: {f}")
-    maximum = 6
     if not missing:
-        return Criterion("diagnostics", "metric_fields", maximum, maximum,
-                         "every step record carries " + ", ".join(REQUIRED_STEP_FIELDS))
-    pts = max(0, maximum - len(missing))
-    return Criterion("diagnostics", "metric_fields", pts, maximum, "missing: " + ", ".join(sorted(missing)))
+        return award_share("metric_fields", 1, "every step record carries " + ", ".join(REQUIRED_STEP_FIELDS))
+    return award("metric_fields", max(0, CRITERIA["metric_fields"].max - len(missing)),
+                 "missing: " + ", ".join(sorted(missing)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,10 +261,10 @@ def metric_fields_criterion(runs: dict[str, list[dict] | None]) -> Criterion:
 
 def recovery_criterion(rec: Recovery | None, why_not: str = "") -> Criterion:
     if rec is None:
-        return Criterion("fix", "recovers", 0, 12, why_not or "no fixed re-run")
+        return award("recovers", 0, why_not or "no fixed re-run")
     if rec.passed:
-        return Criterion("fix", "recovers", 12, 12, "the fixed run recovers: " + "; ".join(rec.reasons))
-    return Criterion("fix", "recovers", 0, 12, "the fixed run does not recover: " + "; ".join(rec.reasons))
+        return award_share("recovers", 1, "the fixed run recovers: " + "; ".join(rec.reasons))
+    return award("recovers", 0, "the fixed run does not recover: " + "; ".join(rec.reasons))
 
 
 def function_spans(source: str) -> dict[str, tuple[int, int]]:
@@ -292,21 +292,20 @@ def scope_criterion(changes: list[FileChange], allowed_files: list[str], allowed
     """Whether the patch changes only the allowed functions. old_sources/new_sources are the
     allowed files before and after the patch; None when they could not be read (unread says why):
     then the lines are not judged at all, and the criterion goes to review."""
-    g, maximum = "fix", 6
     if not changes:
-        return Criterion(g, "minimal_scope", 0, maximum, "the patch changes nothing")
+        return award("minimal_scope", 0, "the patch changes nothing")
     forbidden = sorted({c.path for c in changes if c.path.startswith(FORBIDDEN_PREFIXES)})
     if forbidden:
-        return Criterion(g, "minimal_scope", 0, maximum, "the patch touches what a fix must not: " +
-                         ", ".join(forbidden), review="a patch that edits tests, grader, data or the registry")
+        return award("minimal_scope", 0, "the patch touches what a fix must not: " + ", ".join(forbidden),
+                     review="a patch that edits tests, grader, data or the registry")
     outside = sorted({c.path for c in changes if c.path not in allowed_files})
     if outside:
-        return Criterion(g, "minimal_scope", 0, maximum, f"the patch changes {', '.join(outside)}; a minimal fix "
-                         f"for this break changes only {', '.join(allowed_functions)} in {', '.join(allowed_files)}")
+        return award("minimal_scope", 0, f"the patch changes {', '.join(outside)}; a minimal fix "
+                     f"for this break changes only {', '.join(allowed_functions)} in {', '.join(allowed_files)}")
     if old_sources is None or new_sources is None:
-        return Criterion(g, "minimal_scope", 0, maximum, "not judged: the source before and after the patch "
-                         f"could not be read ({unread or 'no checkout'})",
-                         review="check by hand which functions the patch changes")
+        return award("minimal_scope", 0, "not judged: the source before and after the patch "
+                     f"could not be read ({unread or 'no checkout'})",
+                     review="check by hand which functions the patch changes")
     stray = []
     for c in changes:
         if c.binary or c.mode:
@@ -317,10 +316,9 @@ def scope_criterion(changes: list[FileChange], allowed_files: list[str], allowed
         stray += [f"{c.path}:{n} (removed)" for n in c.removed if not _inside(n, old_spans)]
         stray += [f"{c.path}:{n}" for n in c.added if not _inside(n, new_spans)]
     if stray:
-        return Criterion(g, "minimal_scope", 0, maximum, f"lines changed outside {', '.join(allowed_functions)}: "
-                         + ", ".join(stray[:6]))
-    return Criterion(g, "minimal_scope", maximum, maximum,
-                     f"changes only {', '.join(allowed_functions)} in {', '.join(allowed_files)}")
+        return award("minimal_scope", 0, f"lines changed outside {', '.join(allowed_functions)}: "
+                     + ", ".join(stray[:6]))
+    return award_share("minimal_scope", 1, f"changes only {', '.join(allowed_functions)} in {', '.join(allowed_files)}")
 
 
 def _spans_for(source: str, functions: list[str]) -> list[tuple[int, int]]:
@@ -341,44 +339,91 @@ def _inside(line: int, spans: list[tuple[int, int]]) -> bool:
 def size_criterion(changes: list[FileChange], max_lines: int) -> Criterion:
     n = sum(c.changed_lines for c in changes)
     if 0 < n <= max_lines:
-        return Criterion("fix", "minimal_size", 2, 2, f"{n} changed line(s) (at most {max_lines})")
-    return Criterion("fix", "minimal_size", 0, 2, f"{n} changed lines; a minimal fix changes at most {max_lines}")
+        return award_share("minimal_size", 1, f"{n} changed line(s) (at most {max_lines})")
+    return award("minimal_size", 0, f"{n} changed lines; a minimal fix changes at most {max_lines}")
 
 
 # ---------------------------------------------------------------------------------------------
 # Explanation
 # ---------------------------------------------------------------------------------------------
 
-def explanation_criteria(report: str, concepts: list[dict[str, Any]]) -> list[Criterion]:
-    g = "explanation"
-    words = word_count(report)
-    out = [Criterion(g, "length", 3 if 0 < words <= MAX_WORDS else 0, 3,
-                     f"{words} words (limit {MAX_WORDS})")]
-    present = sections_present(report)
-    missing = [s for s, ok in present.items() if not ok]
-    out.append(Criterion(g, "sections", len(SECTIONS) - len(missing), len(SECTIONS),
-                         "all four sections present" if not missing else "missing section(s): " + ", ".join(missing)))
-    text = prose(report).lower()
-    named = [c["name"] for c in concepts if any(re.search(p, text) for p in c["patterns"])]
-    absent = [c["name"] for c in concepts if c["name"] not in named]
-    pts = scaled(len(named) / len(concepts), 8) if concepts else 8
-    reason = ("names " + ", ".join(named) if named else "names none of the expected concepts")
-    if absent:
-        reason += "; does not name: " + ", ".join(absent)
-    out.append(Criterion(g, "concepts", pts, 8, reason,
-                         review="whether the explanation is correct and clear is for a person to judge"
-                         + (" (expected concepts missing: a different wording may still be right)" if absent else "")))
-    return out
+def explanation_criteria(report: str, concepts: list[dict[str, Any]], broken: list[dict] | None = None,
+                         references: dict[str, str] | None = None,
+                         clean: list[dict] | None = None) -> tuple[list[Criterion], list[str]]:
+    """The four explanation criteria (breaklab.grader.explanation says what counts), and the
+    integrity findings: a report that is mostly a reference write-up scores 0 and is flagged."""
+    ex = explaining.examine(report, concepts, broken, references, clean)
+    if ex.copied_from:
+        why = (f"the report copies the reference write-up {ex.copied_from} ({ex.copied_share:.0%} of its "
+               f"word sequences are the write-up's): no explanation points")
+        review = "the report copies a reference write-up: decide whether this is misconduct"
+        crits = [award(name, 0, why, review=review if name == "causal_chain" else None)
+                 for name in ("length", "sections", "causal_chain", "measured")]
+        return crits, [f"copies the reference write-up {ex.copied_from} ({ex.copied_share:.0%})"]
+    factor = ex.length_factor
+    words = ex.words
+    if words > MAX_WORDS:
+        length = award("length", 0, f"{words} words (limit {MAX_WORDS})")
+    else:
+        length = award_share("length", factor, f"{words} words (limit {MAX_WORDS}; at least "
+                             f"{explaining.MIN_WORDS} for full credit)")
+    empty = [s for s, ok in ex.sections_written.items() if not ok]
+    sections = award_share("sections", (len(SECTIONS) - len(empty)) / len(SECTIONS),
+                           "all four sections have something written" if not empty else
+                           "missing or empty section(s) (under " f"{explaining.MIN_SECTION_WORDS} words): "
+                           + ", ".join(empty))
+    short = f"; scaled by {factor:.2f} for a report of {words} words (under {explaining.MIN_WORDS})" if factor < 1 else ""
+    copied = f"; {ex.copied_sentences} sentence(s) copied from a write-up count for nothing" if ex.copied_sentences else ""
+    share = len(ex.concepts_in_chain) / len(concepts) if concepts else 1.0
+    parts = ([f"reasons with {', '.join(ex.concepts_in_chain)}"] if ex.concepts_in_chain
+             else [f"no concept of this break named in a causal chain ({ex.chain_sentences} chain sentence(s))"])
+    if ex.concepts_elsewhere:
+        parts.append("named outside any causal sentence (no credit): " + ", ".join(ex.concepts_elsewhere))
+    if ex.concepts_missing:
+        parts.append("not named: " + ", ".join(ex.concepts_missing))
+    chain = award_share("causal_chain", share * factor, "; ".join(parts) + short + copied)
+    if broken is None:
+        measured = award("measured", 0, "no re-run of the broken run to check the report's numbers against")
+    elif ex.measured:
+        shown = ", ".join(f"{n} ({where})" for n, where in ex.measured[:4])
+        measured = award_share("measured", factor, f"numbers from the broken re-run: {shown}" + short)
+    else:
+        measured = award("measured", 0, "no number in the report's sentences is a value of the broken re-run "
+                         "that the clean run does not have too (a metric named in the sentence, at least two "
+                         "significant digits, as measured)")
+    return [length, sections, chain, measured], []
 
 
 def _num(v: Any) -> str:
     return "non-finite (null)" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
 
 
+@dataclass
+class Grade:
+    """A submission's criteria. Before adding them up it checks that each group's maxima are the
+    group's weight: a criterion missing, doubled or with another maximum is a bug of the grader,
+    never a silent change of the scale."""
+    criteria: list[Criterion] = field(default_factory=list)
+
+    def check(self) -> None:
+        sums = {g: 0.0 for g in WEIGHTS}
+        for c in self.criteria:
+            sums[c.group] += c.max
+            if not 0 <= c.points <= c.max:
+                raise ValueError(f"{c.name}: {c.points} points outside 0..{c.max:g}")
+        wrong = [f"{g} {s:g} of {WEIGHTS[g]}" for g, s in sums.items() if not math.isclose(s, WEIGHTS[g])]
+        if wrong:
+            raise ValueError("criteria maxima do not add up to the weights: " + ", ".join(wrong))
+
+    def totals(self) -> dict[str, Any]:
+        self.check()
+        groups = {g: {"points": 0.0, "max": float(w)} for g, w in WEIGHTS.items()}
+        for c in self.criteria:
+            groups[c.group]["points"] += c.points
+        for g in groups.values():
+            g["points"] = round(g["points"], 1)
+        return {"score": round(sum(g["points"] for g in groups.values()), 1), "max": 100.0, "groups": groups}
+
+
 def total(criteria: list[Criterion]) -> dict[str, Any]:
-    groups = {g: {"points": 0.0, "max": float(w)} for g, w in WEIGHTS.items()}
-    for c in criteria:
-        groups[c.group]["points"] += c.points
-    for g in groups.values():
-        g["points"] = round(g["points"], 1)
-    return {"score": round(sum(g["points"] for g in groups.values()), 1), "max": 100.0, "groups": groups}
+    return Grade(list(criteria)).totals()

@@ -45,16 +45,17 @@ def student_clone(name: str) -> Path:
 def build(name: str, break_name: str, patch: bytes | None = None, edit=None, report: str | None = None,
           with_evidence: bool = True) -> Path:
     """A submission made with `breaklab submit`'s code: the fix applied (patch, or edit(tree)),
-    the report written, evidence from a quick look at the broken run."""
+    the report written (by default an honest one of tests/report_corpus.py), evidence from a quick
+    look at the broken run."""
     from breaklab.submission import SubmitOptions, build_submission, parse_symptom_block
-    from breaklab.solutions import writeup
+    from report_corpus import HONEST
 
     tree = student_clone(name)
     if patch is not None:
         subprocess.run(["git", "apply", "-"], cwd=tree, input=patch, check=True)
     if edit is not None:
         edit(tree)
-    text = report if report is not None else writeup(break_name)
+    text = report if report is not None else HONEST[break_name][0]
     report_path = workspace() / "reports" / f"{name}.md"
     report_path.parent.mkdir(exist_ok=True)
     report_path.write_text(text)
@@ -128,6 +129,17 @@ def _report_edit(old: str, new: str):
     return change
 
 
+def _report(text: str, student: str | None = None):
+    """Replace the report (and the student id in the manifest, when given)."""
+    def change(files):
+        files["report.md"] = text.encode()
+        if student is not None:
+            manifest = json.loads(files["manifest.json"])
+            manifest["student"] = student
+            files["manifest.json"] = json.dumps(manifest).encode()
+    return change
+
+
 def _tamper_metrics(files):
     lines = files["broken/metrics.jsonl"].decode().splitlines(keepends=True)
     rec = json.loads(lines[31])  # step 30: not the claimed step
@@ -153,6 +165,18 @@ def submissions() -> dict[str, Path]:
     subs["long_report"] = repack(ref, "long_report", _report_edit("## Verification", FILLER + "\n\n## Verification"))
     subs["missing_section"] = repack(ref, "missing_section", _report_edit("## Verification", "## What I checked"))
     subs["wrong_claim"] = repack(ref, "wrong_claim", _report_edit("value: 7.66", "value: 0.5"))
+    # Explanations and integrity: other students, the same fixed run.
+    from breaklab.solutions import writeup
+    from report_corpus import HONEST, KEYWORD_LIST, light_edit
+
+    subs["keyword_report"] = repack(ref, "keyword_report", _report(KEYWORD_LIST, "kim"))
+    subs["copied_writeup"] = repack(ref, "copied_writeup", _report(writeup("huge_lr"), "cody"))
+    subs["duplicate_a"] = repack(ref, "duplicate_a", _report(HONEST["huge_lr"][1], "dina"))
+    subs["duplicate_b"] = repack(ref, "duplicate_b", _report(light_edit(HONEST["huge_lr"][1], 0.1, 7), "dave"))
+    loss_sum = subs["loss_sum"]
+    subs["resubmission_1"] = repack(loss_sum, "resubmission_1", _report(HONEST["loss_sum"][1], "sam"))
+    subs["resubmission_2"] = repack(loss_sum, "resubmission_2",
+                                    _report(light_edit(HONEST["loss_sum"][1], 0.1, 3), "sam"))
     return subs
 
 

@@ -45,6 +45,14 @@ def test_reference_submission_scores_at_least_95(grades, name):
     for group, weight in WEIGHTS.items():
         assert sum(c["max"] for c in g["criteria"] if c["group"] == group) == weight
     assert g["reruns"]["broken"]["ok"] and g["reruns"]["fixed"]["ok"]
+    # Nothing for a person to decide about an honest submission: no criterion asks for review,
+    # and the only items are class flags where the class gives a reason: huge_lr's student
+    # re-submitted it (the variants below), and the wrong-fix and non-minimal-fix students handed
+    # in the label_permute and huge_lr reports word for word.
+    assert not [c for c in g["criteria"] if c.get("review")]
+    assert all(item.startswith("integrity: ") for item in g["needs_review"])
+    if name not in ("huge_lr", "label_permute"):
+        assert g["needs_review"] == [], g["needs_review"]
 
 
 # (bad submission, the reference it derives from, {criterion: points it keeps})
@@ -53,7 +61,7 @@ BAD = {
     "non_minimal_fix": ("huge_lr", {"minimal_scope": 0}),
     "tampered_metrics": ("huge_lr", {"broken_metrics": 0}),
     "long_report": ("huge_lr", {"length": 0}),
-    "missing_section": ("huge_lr", {"sections": 3}),
+    "missing_section": ("huge_lr", {"sections": 1.5}),
     "wrong_claim": ("huge_lr", {"claim_matches": 0}),
 }
 
@@ -67,7 +75,7 @@ def test_bad_submission_loses_exactly_its_points(grades, bad):
     for name, value in ref.items():
         if name in expected:
             assert got[name] == expected[name], (bad, name, grades[bad]["criteria"])
-        elif name == "concepts" and bad == "long_report":
+        elif name == "causal_chain" and bad == "long_report":
             assert got[name] == value  # the filler names nothing new, takes nothing away
         else:
             assert got[name] == value, (bad, name)
@@ -85,6 +93,44 @@ def test_bad_submissions_say_why(grades):
     assert re.search(r"\d+ words \(limit 500\)", reason("long_report", "length"))
     assert "Verification" in reason("missing_section", "sections")
     assert "0.5" in reason("wrong_claim", "claim_matches") and "7.662" in reason("wrong_claim", "claim_matches")
+
+
+@pytest.mark.slow
+def test_explanations_are_graded_on_reasoning(grades):
+    """The same fixed run with other reports: a keyword list earns at most 4 of 15, the reference
+    write-up copied earns 0 and is flagged; the honest report earns at least 12."""
+    expl = lambda g: g["groups"]["explanation"]["points"]
+    ref = grades["huge_lr"]
+    assert expl(ref) >= 12
+    for name in ("keyword_report", "copied_writeup"):
+        g = grades[name]
+        assert g["status"] == "graded"
+        # Only the explanation differs from the reference submission.
+        assert {k: v for k, v in points(g).items() if fx.criterion(g, k)["group"] != "explanation"} == \
+               {k: v for k, v in points(ref).items() if fx.criterion(ref, k)["group"] != "explanation"}
+    assert expl(grades["keyword_report"]) <= 4
+    copied = grades["copied_writeup"]
+    assert expl(copied) == 0
+    assert copied["integrity"] == ["copies the reference write-up solutions/huge_lr/WRITEUP.md (100%)"]
+    assert any("copies a reference write-up" in r for r in copied["needs_review"])
+
+
+@pytest.mark.slow
+def test_class_integrity_flags(grades):
+    flags = lambda name: {f["kind"]: f for f in grades[name].get("class_flags", [])}
+    a, b = grades["duplicate_a"]["submission"], grades["duplicate_b"]["submission"]
+    assert flags("duplicate_a")["near_duplicate"]["others"] == [b]
+    assert flags("duplicate_b")["near_duplicate"]["others"] == [a]
+    r1, r2 = grades["resubmission_1"]["submission"], grades["resubmission_2"]["submission"]
+    assert flags("resubmission_1")["resubmission"]["others"] == [r2] and "decide which counts" in \
+        flags("resubmission_1")["resubmission"]["detail"]
+    # Different students' honest reports of the same break are not flagged.
+    assert "near_duplicate" not in flags("loss_sum") and "near_duplicate" not in flags("keyword_report")
+    rows = {r["submission"]: r for r in csv.DictReader((fx.workspace() / "graded" / "grades.csv").open())}
+    assert rows[a]["needs_review"] == "yes" and f"near-duplicate of {b}" in rows[a]["integrity"]
+    assert rows[grades["double_softmax"]["submission"]]["needs_review"] == "no"
+    md = (fx.workspace() / "graded" / a / "grade.md").read_text()
+    assert "## Integrity" in md and b in md
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,9 +245,8 @@ def test_grade_md_shows_broken_and_fixed_plots_side_by_side(grades, tmp_path):
 
 @pytest.mark.slow
 def test_grade_command_on_a_folder(tmp_path):
-    """The CLI surface: a folder of submissions, progress, a summary line, every grade written,
-    and exit 1 with one line when a submission could not be graded (here: rejected); gradescope
-    results.json at the top for a single submission."""
+    """The CLI surface: a folder of submissions, progress, a summary line that counts what could
+    not be graded, exit status 1 then; gradescope results.json at the top for a single submission."""
     from breaklab.cli import cli
 
     folder = tmp_path / "inbox"
@@ -212,7 +257,7 @@ def test_grade_command_on_a_folder(tmp_path):
                                       "--repo", str(fx.workspace() / "course")])
     assert result.exit_code == 1, result.output
     assert "[1/1] a: 0" in result.output and "rejected 1" in result.output
-    assert "Error: 1 of 1 submission(s) could not be graded (a)" in result.output
+    assert "could not grade 1 of 1" in result.output
     assert "Traceback" not in result.output
     assert json.loads((out / "results.json").read_text())["score"] == 0
     assert (out / "grades.csv").is_file() and not (out / ".work").exists()
@@ -365,13 +410,13 @@ def test_other_environment_gets_partial_credit_only_within_tolerance():
     far = _records([2.3 * 1.01, 2.1, 1.9], 0.916)
     kw = dict(rerun_ok=True, rerun_why="", metrics_same=False, ckpt_same=False, rerun_records=rerun)
     other = ["torch '2.3.0' vs '2.14.1'"]
-    partial = reproducibility("broken", 9, 8, env_diff=other, sub_records=close, **kw)
+    partial = reproducibility("broken", env_diff=other, sub_records=close, **kw)
     assert [c.points for c in partial] == [5.4, 4.8] and all(c.review for c in partial)
     assert "environment differs" in partial[0].reason and "torch" in partial[0].reason
-    assert [c.points for c in reproducibility("broken", 9, 8, env_diff=other, sub_records=far, **kw)] == [0, 0]
-    same_env = reproducibility("broken", 9, 8, env_diff=[], sub_records=close, **kw)
+    assert [c.points for c in reproducibility("broken", env_diff=other, sub_records=far, **kw)] == [0, 0]
+    same_env = reproducibility("broken", env_diff=[], sub_records=close, **kw)
     assert [c.points for c in same_env] == [0, 0] and "same environment" in same_env[0].reason
-    failed = reproducibility("fixed", 9, 9, rerun_ok=False, rerun_why="stopped at the wall-clock limit",
+    failed = reproducibility("fixed", rerun_ok=False, rerun_why="stopped at the wall-clock limit",
                              metrics_same=False, ckpt_same=False, env_diff=[], sub_records=None, rerun_records=None)
     assert [c.points for c in failed] == [0, 0] and "wall-clock" in failed[0].reason
 
@@ -396,15 +441,17 @@ def test_claims_on_epoch_metrics_and_per_layer_paths():
 
 
 def test_evidence_rules():
+    """More cases in tests/test_scoring.py."""
     from breaklab.grader.rubric import evidence_criterion
 
-    claim = {"metric": "grad_norm"}
-    assert evidence_criterion({}, claim).points == 0
-    assert evidence_criterion({"s.json": b'[{"step": 9, "grad_norm": 9.46}]'}, claim).points == 6
-    assert evidence_criterion({"s.txt": b"the loss went up"}, claim).points == 4
-    png = evidence_criterion({"p.png": b"\x89PNG\r\n\x1a\n...."}, claim)
-    assert png.points == 6 and png.review
-    assert evidence_criterion({"b.json": b"{broken", "x.bin": b"\xff\xfe\x00"}, claim).points == 0
+    claim = {"metric": "grad_norm", "step": 9, "value": 9.46, "errors": []}
+    broken = [{"type": "step", "step": 9, "grad_norm": 9.4609}]
+    assert evidence_criterion({}, claim, broken).points == 0
+    assert evidence_criterion({"s.json": b'[{"step": 9, "grad_norm": 9.46}]'}, claim, broken).points == 6
+    assert evidence_criterion({"s.txt": b"the loss went up"}, claim, broken).points == 0
+    fake = evidence_criterion({"p.png": b"\x89PNG\r\n\x1a\n...."}, claim, broken)
+    assert fake.points == 0 and not fake.review
+    assert evidence_criterion({"b.json": b"{broken", "x.bin": b"\xff\xfe\x00"}, claim, broken).points == 0
 
 
 def test_patch_scope_rules():

@@ -16,7 +16,22 @@ def _formats(ctx, param, value: str) -> tuple[str, ...]:
     return chosen
 
 
-@click.command(name="grade")
+class _GradeWithMerge(click.Command):
+    """`breaklab grade merge ...` runs the merge command; anything else grades. (A submissions
+    folder literally named `merge` is passed as ./merge.)"""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        if args and args[0] == "merge":
+            return merge.make_context(f"{info_name} merge", list(args[1:]), parent=parent, **extra)
+        return super().make_context(info_name, args, parent=parent, **extra)
+
+    def format_epilog(self, ctx, formatter):
+        super().format_epilog(ctx, formatter)
+        with formatter.section("Merging shards"):
+            formatter.write_text("breaklab grade merge SHARD_DIR... --out OUT  (see breaklab grade merge --help)")
+
+
+@click.command(name="grade", cls=_GradeWithMerge)
 @click.argument("submissions", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder for the grades; the grader writes nothing outside it.")
@@ -33,18 +48,23 @@ def _formats(ctx, param, value: str) -> tuple[str, ...]:
 @click.option("--keep-work", is_flag=True, help="Keep the checkouts and re-runs in OUT/.work.")
 @click.option("--plots/--no-plots", default=True, show_default=True,
               help="Draw the broken and fixed runs' plots into each grade.md.")
-def grade(submissions, out, jobs, formats, repo, timeout, keep_work, plots) -> None:
+@click.option("--shard", default=None, metavar="K/N",
+              help="Grade only the K-th of N shares of the class (K from 1 to N), for a batch "
+                   "scheduler; then `breaklab grade merge` the N output folders.")
+def grade(submissions, out, jobs, formats, repo, timeout, keep_work, plots, shard) -> None:
     """Grade SUBMISSIONS (tarballs, or folders holding *.tgz).
 
     Each tarball is opened defensively, its broken and fixed runs are re-run in a sandbox from a
     fresh checkout of the course repository at its base commit, and it is scored out of 100
     (reproducibility 35, diagnostics 30, fix 20, explanation 15; see docs/GRADING.md). A
     submission that cannot be graded gets 0 with the reason; the others go on, and the command
-    exits 1 when any was rejected or hit an error.
+    exits with status 1 at the end.
 
     \b
-    Example:
-      breaklab grade inbox/ --repo ../course-kit --out grades --jobs 2 --format json,csv,gradescope
+    Examples:
+      breaklab grade inbox/ --repo ../course-kit --out grades --jobs 2
+      breaklab grade inbox/ --repo ../course-kit --shard 3/8 --out grades/shard-3
+      breaklab grade merge grades/shard-* --out grades/class
     """
     if not answers_available():
         raise click.ClickException("this copy of breaklab has no solutions/ (a course kit has none): grade "
@@ -60,6 +80,7 @@ def grade(submissions, out, jobs, formats, repo, timeout, keep_work, plots) -> N
             tarballs.append(s)
     if not tarballs:
         raise click.UsageError("no submission tarballs (*.tgz) found in the given folders")
+    tarballs, ids, shard_of = shard_selection(tarballs, shard)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -73,18 +94,12 @@ def grade(submissions, out, jobs, formats, repo, timeout, keep_work, plots) -> N
         extra = f" ({g['reason']})" if g.get("reason") else ""
         click.echo(f"[{i}/{n}] {g['submission']}: {g['score']}/{g['max']} {g['status']}{extra}", err=True)
 
-    grades = grader.grade_all(tarballs, jobs=jobs, formats=formats, on_done=done)
-    graded = [g for g in grades if g["status"] == "graded"]
-    review = sum(1 for g in grades if g.get("needs_review"))
-    click.echo(f"graded {len(graded)}, stopped by the sandbox {sum(g['status'] == 'stopped' for g in grades)}, "
-               f"rejected {sum(g['status'] == 'rejected' for g in grades)}, "
-               f"errors {sum(g['status'] == 'error' for g in grades)}; {review} with items to review")
-    click.echo(f"grades: {out}/" + ("grades.csv" if "csv" in formats else "<submission>/grade.json"))
-    ungraded = [g["submission"] for g in grades if g["status"] in ("rejected", "error")]
-    if ungraded:
-        raise click.ClickException(f"{len(ungraded)} of {len(grades)} submission(s) could not be graded "
-                                   f"({', '.join(ungraded[:5])}{', ...' if len(ungraded) > 5 else ''}): "
-                                   f"each one's grade.md says why")
+    grades = grader.grade_all(tarballs, jobs=jobs, formats=formats, on_done=done, ids=ids)
+    if shard_of is not None:
+        from breaklab.grader.shards import write_manifest
+
+        write_manifest(out, *shard_of, formats=formats, mine=ids)
+    close(grades, out, formats)
 
 
 def answers_available() -> bool:
@@ -126,3 +141,72 @@ def course_repository(repo: Path | None) -> Path:
         raise click.UsageError(f"--repo {repo} is a folder inside the git repository {top}: pass the "
                                "repository's top folder")
     return top
+
+
+# ---------------------------------------------------------------------------------------------
+# Shards, the closing line and the exit status
+# ---------------------------------------------------------------------------------------------
+
+NOT_GRADED = ("rejected", "error")
+
+
+def shard_selection(tarballs: list[Path], shard: str | None):
+    """(this shard's tarballs, their folder names, (K, N, class list) or None). The names are
+    chosen over the whole sorted class, so they do not depend on the split."""
+    from breaklab.grader.grade import submission_ids
+    from breaklab.grader.shards import ShardError, parse_shard, select
+
+    tarballs = sorted(tarballs, key=lambda p: (p.name, str(p)))
+    ids = submission_ids(tarballs)
+    if shard is None:
+        return tarballs, ids, None
+    try:
+        k, n = parse_shard(shard)
+    except ShardError as e:
+        raise click.UsageError(str(e)) from None
+    mine = select(tarballs, k, n)
+    class_list = [(i, t.name) for i, t in zip(ids, tarballs)]
+    return [tarballs[i] for i in mine], [ids[i] for i in mine], (k, n, class_list)
+
+
+def close(grades: list[dict], out: Path, formats: tuple[str, ...]) -> None:
+    """The closing line, counting what could not be graded; exit status 1 when anything could not."""
+    count = lambda *statuses: sum(g["status"] in statuses for g in grades)
+    review = sum(1 for g in grades if g.get("needs_review"))
+    not_graded = count(*NOT_GRADED)
+    click.echo(f"graded {count('graded')}, stopped by the sandbox {count('stopped')}, "
+               f"rejected {count('rejected')}, errors {count('error')}; {review} with items to review; "
+               f"could not grade {not_graded} of {len(grades)}")
+    click.echo(f"grades: {out}/" + ("grades.csv" if "csv" in formats else "<submission>/grade.json"))
+    if not_graded:
+        click.get_current_context().exit(1)
+
+
+@click.command(name="merge")
+@click.argument("shards", nargs=-1, required=True,
+                type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for the whole class's grades (may be one of the shard folders' parent).")
+def merge(shards, out) -> None:
+    """Merge the output folders of `breaklab grade --shard K/N` (all N of them) into OUT: the
+    submission folders, the class checks (near-duplicate reports, duplicate student ids,
+    re-submissions) over the whole class, and grades.csv, as one run over the class gives.
+
+    \b
+    Example:
+      for k in 1 2 3 4; do breaklab grade inbox/ --shard $k/4 --out grades/shard-$k & done; wait
+      breaklab grade merge grades/shard-* --out grades/class
+    """
+    from breaklab.grader.integrity import finalize
+    from breaklab.grader.shards import ShardError
+    from breaklab.grader.shards import merge as merge_shards
+
+    try:
+        grades, formats = merge_shards(list(shards), out)
+    except ShardError as e:
+        raise click.ClickException(str(e)) from None
+    except OSError as e:
+        raise click.ClickException(f"cannot write --out {out} ({e.strerror or e})") from None
+    finalize(out, grades, formats)
+    click.echo(f"merged {len(shards)} shard(s), {len(grades)} submission(s) into {out}", err=True)
+    close(grades, out, formats)
