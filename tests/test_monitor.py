@@ -268,3 +268,14 @@ def test_monitor_on_trainers_loop_writes_trainers_bytes(tmp_path, amp):
     theirs = (tmp_path / "trainer" / "metrics.jsonl").read_bytes()
     assert ours.count(b"\n") == theirs.count(b"\n") == 1 + 63 + 1
     assert ours == theirs
+
+
+@pytest.mark.slow
+def test_bench_monitor_runs_every_arm_side_by_side():
+    proc = subprocess.run([sys.executable, "benchmarks/bench_monitor.py", "--rounds", "1", "--mlp-steps", "10",
+                           "--cnn-steps", "2"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    for setup in ("MLP, SGD", "MLP, Adam", "CNN, Adadelta"):
+        for arm in ("bare", "+ Monitor", "+ Monitor(warn=True)"):
+            assert f"| {setup}" in proc.stdout and f"| {arm}" in proc.stdout
+    assert "goal: Monitor within 1.3x of the bare MLP step" in proc.stdout
