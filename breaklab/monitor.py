@@ -152,6 +152,10 @@ class Monitor:
         the targets passed to after_step) unless given. Extra numbers are written after the
         standard fields."""
         self._check_open()
+        clash = sorted(set(extra) & {"type", "epoch", "step"})
+        if clash:
+            raise TypeError(f"Monitor.epoch(): {', '.join(clash)} are counted by the Monitor; give your "
+                            f"numbers other names")
         if train_loss is None and self._losses:
             train_loss = None if None in self._losses else sum(self._losses) / len(self._losses)
         if train_acc is None and self._predictions:
