@@ -33,6 +33,7 @@ from torch import nn
 from breaklab.breaks import BREAK_NAMES, MYSTERY, Break, UnknownBreak, get_break
 from breaklab import METRICS_SCHEMA_VERSION, __version__
 from breaklab.diagnostics import StepDiagnostics, finite_or_none
+from breaklab.graph_memory import LiveGraphs, SavedTensorBytes
 from breaklab.metric_log import MetricLogger, read_metrics
 from breaklab.canonical_setup import (SetupError, atomic_write_text, configure_determinism,
                              environment_info, git_commit, load_checkpoint, load_dataset,
@@ -120,14 +121,14 @@ def warmup_cosine(warmup_steps: int, total_steps: int):
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, brk: Break) -> dict[str, float]:
     """Loss and accuracy on (x, y) in evaluation mode, without autograd, with the clean
-    criterion."""
+    criterion; and the bytes autograd saved for a backward pass meanwhile (none under no_grad)."""
     brk.eval_mode(model)                                     # BREAK HOOK: eval_in_train_mode
-    with brk.eval_grad_mode():                               # BREAK HOOK: eval_with_grad
+    with brk.eval_grad_mode(), SavedTensorBytes() as saved:  # BREAK HOOK: eval_with_grad
         logits = torch.cat([model(xb) for xb in x.split(1000)]).float()
         loss = F.cross_entropy(logits, y)
         acc = (brk.predictions(logits) == y).float().mean()  # BREAK HOOK: acc_broadcast
     loss_v, acc_v = torch.stack([loss, acc]).tolist()
-    return {"loss": loss_v, "acc": acc_v}
+    return {"loss": loss_v, "acc": acc_v, "autograd_bytes": saved.bytes}
 
 
 # ============================================================================
@@ -273,6 +274,7 @@ def train(cfg: Config) -> dict[str, Any]:
     logger = MetricLogger(out / "metrics.jsonl", keep_lines=keep_lines,
                           show_progress=not cfg.quiet and sys.stderr.isatty())
     diag = StepDiagnostics(training.model)
+    graphs = LiveGraphs()  # earlier steps' autograd graphs the loop still holds: memory it keeps
     # A step the GradScaler skips (inf gradients) makes the scheduler warn; that is expected.
     warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)`")
 
@@ -297,7 +299,7 @@ def train(cfg: Config) -> dict[str, Any]:
             record = diag.after_step(loss=result.loss, outputs=result.outputs, hidden=result.hidden,
                                      scale=result.scale, step_skipped=result.skipped)
             logger.log_step({"type": "step", "step": step, "epoch": epoch, "batch_size": len(idx),
-                             "lr": lr, **record})
+                             "lr": lr, **record, "loss_graphs_alive": graphs.earlier_alive(result.loss)})
             running_loss = brk.running_loss(running_loss, result.loss)  # BREAK HOOK: loss_kept
             correct += (brk.predictions(result.outputs) == result.targets).sum()  # BREAK HOOK: acc_broadcast
             seen += len(idx)
@@ -307,7 +309,8 @@ def train(cfg: Config) -> dict[str, Any]:
         test = evaluate(training.model, x_test, y_test, brk)
         logger.log_epoch(finite_or_none({
             "type": "epoch", "epoch": epoch, "step": step, "train_loss": float(running_loss) / (step - first_step),
-            "train_acc": int(correct) / seen, "test_loss": test["loss"], "test_acc": test["acc"]}))
+            "train_acc": int(correct) / seen, "test_loss": test["loss"], "test_acc": test["acc"],
+            "test_autograd_bytes": test["autograd_bytes"]}))
         checkpoint_sha = save_checkpoint(out / "checkpoint.pt", {
             "model": training.model.state_dict(), "optimizer": training.optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "scaler": training.scaler.state_dict(),

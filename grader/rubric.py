@@ -42,7 +42,7 @@ CLAIM_RTOL, CLAIM_ATOL = 0.05, 5e-3   # a claimed value may be rounded to 2 sign
 SYMPTOM_RTOL, SYMPTOM_ATOL = 0.1, 1e-2
 REQUIRED_STEP_FIELDS = ("loss", "grad_mean", "act_first_mean", "act_first_var", "act_last_mean",
                         "act_last_var")
-EPOCH_FIELDS = ("train_loss", "train_acc", "test_loss", "test_acc")
+EPOCH_FIELDS = ("train_loss", "train_acc", "test_loss", "test_acc", "test_autograd_bytes")
 
 
 @dataclass
