@@ -6,21 +6,35 @@
 """
 from __future__ import annotations
 
-from breaklab.breaks.amp_no_scaling import AmpNoScaling
-from breaklab.breaks.base import Break
-from breaklab.breaks.double_softmax import DoubleSoftmax
-from breaklab.breaks.eval_mode import EvalMode
-from breaklab.breaks.huge_lr import HugeLR
-from breaklab.breaks.label_permute import LabelPermute
-from breaklab.breaks.loss_sum import LossSum
-from breaklab.breaks.missing_zero_grad import MissingZeroGrad
+import importlib
 
-REGISTRY: dict[str, type[Break]] = {
-    cls.name: cls
-    for cls in (Break, LabelPermute, HugeLR, MissingZeroGrad, LossSum, AmpNoScaling,
-                DoubleSoftmax, EvalMode)
-}
+from breaklab.breaks.base import CATEGORIES, Break
+
+# One module per break, named after it; the catalogue's order is the order `breaklab list` prints.
+MODULES = (
+    # the first seven
+    "label_permute", "huge_lr", "missing_zero_grad", "loss_sum", "amp_no_scaling", "double_softmax",
+    "eval_mode",
+    # data and target
+    "no_shuffle", "same_order_every_epoch", "raw_test_inputs", "test_leak", "nan_inputs",
+    "label_shift", "one_hot_targets",
+)
+
+
+def _break_class(module: str) -> type[Break]:
+    """The one Break subclass a break module defines."""
+    mod = importlib.import_module(f"breaklab.breaks.{module}")
+    (cls,) = [v for v in vars(mod).values()
+              if isinstance(v, type) and issubclass(v, Break) and v is not Break and v.__module__ == mod.__name__]
+    return cls
+
+
+REGISTRY: dict[str, type[Break]] = {cls.name: cls for cls in [Break, *map(_break_class, MODULES)]}
+# Every name `--break` accepts besides "none": the bugs and the controls (changes that look like
+# bugs and do no measurable harm here).
 BREAK_NAMES = [name for name in REGISTRY if name != "none"]
+CONTROL_NAMES = [name for name in BREAK_NAMES if REGISTRY[name].control]
+FAULT_NAMES = [name for name in BREAK_NAMES if not REGISTRY[name].control]
 
 # Mystery mode: `--break mystery` picks one break, or none, from the seed and records only the
 # word "mystery". The choice is a fixed function of the seed (see mystery_choice).
@@ -32,7 +46,7 @@ def mystery_choice(seed: int) -> str:
     the same on every machine and Python version, and a guess cannot be read off the seed."""
     import hashlib
 
-    options = ["none"] + sorted(BREAK_NAMES)
+    options = ["none"] + sorted(FAULT_NAMES)
     digest = hashlib.sha256(f"breaklab-mystery:{seed}".encode()).digest()
     return options[int.from_bytes(digest[:8], "big") % len(options)]
 

@@ -32,6 +32,12 @@ def test_list_shows_every_break_with_category(runner):
         assert name in result.output and REGISTRY[name].category in result.output
     as_json = json.loads(runner.invoke(cli, ["list", "--json"]).output)
     assert [b["name"] for b in as_json] == BREAK_NAMES
+    assert all({"name", "category", "control"} <= set(b) for b in as_json)
+    assert [b["name"] for b in as_json if b["control"]] == [n for n in BREAK_NAMES if REGISTRY[n].control]
+    assert {b["category"] for b in as_json} == {"data", "target", "objective", "shapes", "numerics",
+                                                "optimization", "mode", "memory", "checkpoint"}
+    controls = [line for line in result.output.splitlines() if "  control  " in line]
+    assert len(controls) == sum(b["control"] for b in as_json) > 0
 
 
 def test_train_help_documents_every_option(runner):
