@@ -18,6 +18,8 @@ MODULES = (
     # data and target
     "no_shuffle", "same_order_every_epoch", "raw_test_inputs", "test_leak", "nan_inputs",
     "label_shift", "one_hot_targets",
+    # objective
+    "nll_on_logits", "mse_onehot", "log_of_softmax", "log_softmax_before_ce",
 )
 
 
