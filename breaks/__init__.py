@@ -20,6 +20,8 @@ MODULES = (
     "label_shift", "one_hot_targets",
     # objective
     "nll_on_logits", "mse_onehot", "log_of_softmax", "log_softmax_before_ce",
+    # shapes
+    "acc_broadcast", "softmax_over_batch", "loss_all_pairs",
 )
 
 
