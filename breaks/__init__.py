@@ -22,6 +22,8 @@ MODULES = (
     "nll_on_logits", "mse_onehot", "log_of_softmax", "log_softmax_before_ce",
     # shapes
     "acc_broadcast", "softmax_over_batch", "loss_all_pairs",
+    # numerics
+    "clip_before_unscale", "double_step_with_scaler", "fp16_overflow", "log_of_softmax_amp",
 )
 
 
