@@ -24,6 +24,9 @@ MODULES = (
     "acc_broadcast", "softmax_over_batch", "loss_all_pairs",
     # numerics
     "clip_before_unscale", "double_step_with_scaler", "fp16_overflow", "log_of_softmax_amp",
+    # optimization
+    "tiny_lr", "scheduler_not_stepped", "no_warmup", "accumulation_not_divided", "zero_init",
+    "frozen_layer", "layer_not_in_optimizer",
 )
 
 
