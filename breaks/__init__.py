@@ -27,6 +27,9 @@ MODULES = (
     # optimization
     "tiny_lr", "scheduler_not_stepped", "no_warmup", "accumulation_not_divided", "zero_init",
     "frozen_layer", "layer_not_in_optimizer",
+    # mode, memory, checkpoint
+    "eval_in_train_mode", "train_mode_not_restored", "loss_kept", "eval_with_grad",
+    "resume_without_optimizer_state", "resume_without_rng_state",
 )
 
 
