@@ -144,14 +144,17 @@ def default_name(break_name: str, seed: int, student: str | None) -> str:
 def build_submission(opts: SubmitOptions, progress: Callable[[str], None] = lambda s: None,
                      warn: Callable[[str], None] = lambda s: None) -> tuple[Path, str]:
     """Make both runs, pack the submission, write it and its .sha256; return (path, SHA-256)."""
-    from breaklab.breaks import BREAK_NAMES
+    from breaklab.breaks import CONTROL_NAMES, FAULT_NAMES
     from breaklab.grader import gitrepo
     from breaklab.grader.intake import STUDENT
     from breaklab.grader.runs import RunSpec, train
     from breaklab.tarballs import write_tarball
 
-    if opts.break_name not in BREAK_NAMES:
-        raise SubmitError(f"unknown break {opts.break_name!r}; valid breaks: {', '.join(BREAK_NAMES)}")
+    if opts.break_name in CONTROL_NAMES:
+        raise SubmitError(f"{opts.break_name} is a control: it does no measurable harm, so there is no "
+                          f"fix to submit; pick a bug (see `breaklab list`)")
+    if opts.break_name not in FAULT_NAMES:
+        raise SubmitError(f"unknown break {opts.break_name!r}; valid breaks: {', '.join(FAULT_NAMES)}")
     if opts.student is not None and not STUDENT.match(opts.student):
         raise SubmitError("--student: use 1 to 64 letters, digits, '.', '_' or '-'")
     report_text, warnings = check_report(opts.report)
