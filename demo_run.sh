@@ -31,7 +31,7 @@ if ! [[ "$SEED" =~ ^[0-9]+$ ]] || (( ${#SEED} > 10 )) || (( 10#$SEED > 429496729
     echo "error: SEED must be an integer from 0 to 4294967295, got '$SEED'" >&2
     exit 2
 fi
-if ! [[ "$BREAK" =~ ^[a-z_]+$ ]]; then
+if ! [[ "$BREAK" =~ ^[a-z][a-z0-9_]*$ ]]; then
     echo "error: BREAK must be a break name such as huge_lr (see: breaklab list), got '$BREAK'" >&2
     exit 2
 fi

@@ -41,10 +41,10 @@ from breaklab import METRICS_SCHEMA_VERSION, __version__
 from breaklab.breaks import MYSTERY, Break, get_break, mystery_record
 from breaklab.canonical_setup import (SetupError, atomic_write_text, configure_determinism,
                                       environment_info, git_commit, load_checkpoint, load_dataset,
-                                      minibatches, rng_state, save_checkpoint, seed_everything,
-                                      set_rng_state, steps_per_epoch)
+                                      rng_state, save_checkpoint, seed_everything, steps_per_epoch)
 from breaklab.config import TRAINING_FIELDS, Config
 from breaklab.diagnostics import StepDiagnostics, finite_or_none
+from breaklab.graph_memory import LiveGraphs, SavedTensorBytes
 from breaklab.metric_log import MetricLogger
 
 
@@ -94,15 +94,16 @@ def warmup_cosine(warmup_steps: int, total_steps: int):
     return factor
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-    """Loss and accuracy under model.eval() and no_grad, with the clean criterion."""
-    model.eval()
-    logits = torch.cat([model(xb) for xb in x.split(1000)]).float()
-    loss = F.cross_entropy(logits, y)
-    acc = (logits.argmax(dim=1) == y).float().mean()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, brk: Break) -> dict[str, float]:
+    """Loss and accuracy on (x, y) in evaluation mode, without autograd, with the clean
+    criterion; and the bytes autograd saved for a backward pass meanwhile (none under no_grad)."""
+    brk.eval_mode(model)                                     # BREAK HOOK: eval_in_train_mode
+    with brk.eval_grad_mode(), SavedTensorBytes() as saved:  # BREAK HOOK: eval_with_grad
+        logits = torch.cat([model(xb) for xb in x.split(1000)]).float()
+        loss = F.cross_entropy(logits, y)
+        acc = (brk.predictions(logits) == y).float().mean()  # BREAK HOOK: acc_broadcast
     loss_v, acc_v = torch.stack([loss, acc]).tolist()
-    return {"loss": loss_v, "acc": acc_v}
+    return {"loss": loss_v, "acc": acc_v, "autograd_bytes": saved.bytes}
 
 
 # ============================================================================
@@ -121,6 +122,7 @@ class Training:
     amp: bool            # float16 autocast on
     device_type: str     # "cpu" or "cuda"
     clip_grad: float = 0.0
+    micro_batches: int = 1  # gradient accumulation: micro-batches per optimizer step
 
 
 def make_training(cfg: Config, brk: Break, *, lr: float | None = None, dropout: float | None = None,
@@ -130,12 +132,31 @@ def make_training(cfg: Config, brk: Break, *, lr: float | None = None, dropout: 
     tries other learning rates, its float32 check turns autocast off)."""
     amp = (cfg.amp or brk.needs_amp) if amp is None else amp  # amp_no_scaling only exists with autocast on
     model = MLP(cfg.hidden, cfg.dropout if dropout is None else dropout).to(cfg.device)
-    optimizer = torch.optim.SGD(model.parameters(),
-                                lr=brk.learning_rate(cfg.lr if lr is None else lr),  # BREAK HOOK: huge_lr
+    brk.init_weights(model)                                                   # BREAK HOOK: zero_init
+    optimizer = torch.optim.SGD(brk.trained_parameters(model),                # BREAK HOOK: frozen_layer, layer_not_in_optimizer
+                                lr=brk.learning_rate(cfg.lr if lr is None else lr),  # BREAK HOOK: huge_lr, tiny_lr
                                 momentum=cfg.momentum,
                                 weight_decay=cfg.weight_decay if weight_decay is None else weight_decay)
     scaler = torch.amp.GradScaler(cfg.device, enabled=brk.use_grad_scaler(amp))  # BREAK HOOK: amp_no_scaling
-    return Training(model, optimizer, scaler, brk, amp, torch.device(cfg.device).type, cfg.clip_grad)
+    return Training(model, optimizer, scaler, brk, amp, torch.device(cfg.device).type,
+                    cfg.clip_grad or brk.needs_clip_grad, brk.accumulation_steps)
+
+
+def start_training(cfg: Config, brk: Break, total_steps: int,
+                   checkpoint: dict[str, Any] | None = None) -> tuple[Training, Any]:
+    """What a fresh process builds: the Training and its learning-rate schedule (linear warmup,
+    then cosine decay, per step). From a checkpoint (a resumed run), their saved state and every
+    RNG's saved state are restored."""
+    training = make_training(cfg, brk)
+    schedule = warmup_cosine(brk.warmup_steps(cfg.warmup_steps), total_steps)  # BREAK HOOK: no_warmup
+    scheduler = torch.optim.lr_scheduler.LambdaLR(training.optimizer, schedule)
+    if checkpoint is not None:
+        training.model.load_state_dict(checkpoint["model"])
+        brk.load_optimizer_state(training.optimizer, checkpoint["optimizer"])  # BREAK HOOK: resume_without_optimizer_state
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        training.scaler.load_state_dict(checkpoint["scaler"])
+        brk.restore_rng_state(checkpoint["rng"])              # BREAK HOOK: resume_without_rng_state
+    return training, scheduler
 
 
 @dataclass
@@ -154,28 +175,40 @@ def train_step(t: Training, x: torch.Tensor, y: torch.Tensor, step: int,
     """One step of training on the batch (x, y). `before_update` runs once the gradients are the
     ones the optimizer will apply (unscaled and clipped): measurements hook in there. With
     update=False the step stops before the optimizer: the gradients are left in .grad."""
-    t.brk.set_mode(t.model)                                  # BREAK HOOK: eval_mode
-    y = t.brk.targets(y, step)                               # BREAK HOOK: label_permute
+    t.brk.set_mode(t.model)                                  # BREAK HOOK: eval_mode, train_mode_not_restored
+    y = t.brk.targets(y, step)                               # BREAK HOOK: label_permute, label_shift
     t.brk.zero_grad(t.optimizer)                             # BREAK HOOK: missing_zero_grad
 
-    with torch.autocast(t.device_type, dtype=torch.float16, enabled=t.amp):
-        logits, hidden = t.model(x, return_hidden=True)
-        outputs = t.brk.outputs(logits)                      # BREAK HOOK: double_softmax
-        loss = t.brk.loss(outputs, y)                        # BREAK HOOK: loss_sum
+    # The batch goes through in t.micro_batches parts whose gradients add up in .grad before the
+    # one update (gradient accumulation). By default there is one part: the whole batch.
+    parts = []
+    for xs, ys in zip(x.chunk(t.micro_batches), y.chunk(t.micro_batches)):
+        with torch.autocast(t.device_type, dtype=torch.float16, enabled=t.amp):
+            logits, hidden = t.model(xs, return_hidden=True)
+            outputs = t.brk.outputs(logits)                  # BREAK HOOK: double_softmax, log_softmax_before_ce
+            loss = t.brk.loss(outputs, ys)                   # BREAK HOOK: loss_sum, nll_on_logits, mse_onehot, ...
+            loss = t.brk.micro_batch_loss(loss, t.micro_batches)  # BREAK HOOK: accumulation_not_divided
+        t.scaler.scale(loss).backward()    # scaling is off (a no-op) without AMP
+        parts.append((loss, outputs, logits, hidden))
+    loss, outputs, logits, hidden = parts[0] if len(parts) == 1 else _joined(parts)
 
-    t.scaler.scale(loss).backward()    # scaling is off (a no-op) without AMP
-    t.scaler.unscale_(t.optimizer)     # true gradients from here on: clip and measure those
-    if t.clip_grad > 0:
-        nn.utils.clip_grad_norm_(t.model.parameters(), t.clip_grad)
+    t.brk.unscale_and_clip(t.scaler, t.optimizer, t.model, t.clip_grad)  # BREAK HOOK: clip_before_unscale
     if before_update is not None:
         before_update()
     scale = t.scaler.get_scale() if t.scaler.is_enabled() else 1.0
     skipped = False
     if update:
-        t.scaler.step(t.optimizer)     # skipped by the scaler when a gradient is inf/NaN
+        t.brk.optimizer_step(t.scaler, t.optimizer)          # BREAK HOOK: double_step_with_scaler
         t.scaler.update()
         skipped = t.scaler.is_enabled() and t.scaler.get_scale() < scale
     return StepOutput(loss, outputs, logits, hidden, y, scale, skipped)
+
+
+def _joined(parts: list[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
+    """The micro-batches of one step as one batch: the sum of their losses (what the step
+    minimised), their outputs, logits and hidden activations stacked in batch order."""
+    losses, outputs, logits, hidden = zip(*parts)
+    return torch.stack(losses).sum(), torch.cat(outputs), torch.cat(logits), torch.cat(hidden)
 
 
 # ============================================================================
@@ -201,65 +234,64 @@ def train(cfg: Config, observer: Callable[[dict[str, Any]], list[str]] | None = 
 
     # --- Data, model, optimizer, schedule, scaler --------------------------------------------
     data = load_dataset(cfg.data, cfg.data_dir, cfg.download, cfg.device)
-    training = make_training(cfg, brk)
-    model, optimizer, scaler = training.model, training.optimizer, training.scaler
-    n_train = len(data.y_train)
+    x_train, y_train = brk.training_data(data)               # BREAK HOOK: test_leak, nan_inputs
+    x_test, y_test = brk.test_data(data)                     # BREAK HOOK: raw_test_inputs
+    n_train = len(y_train)
     per_epoch = 2 if cfg.dry_run else steps_per_epoch(n_train, cfg.batch_size)
     total_steps = cfg.epochs * per_epoch
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(cfg.warmup_steps, total_steps))
+    resume = load_checkpoint(cfg.resume) if cfg.resume else None
+    training, scheduler = start_training(cfg, brk, total_steps, resume)
 
     start_epoch, step, keep_lines = 0, 0, None
-    if cfg.resume:
-        ckpt = load_checkpoint(cfg.resume)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
-        set_rng_state(ckpt["rng"])
-        start_epoch, step = ckpt["epoch"], ckpt["step"]
+    if resume:
+        start_epoch, step = resume["epoch"], resume["step"]
         keep_lines = _metrics_before(Path(cfg.resume).with_name("metrics.jsonl"), start_epoch)
 
     meta = _meta(cfg, training.amp, data.identity)
     atomic_write_text(out / "meta.json", json.dumps({**meta, "status": "running"}, indent=2) + "\n")
     logger = MetricLogger(out / "metrics.jsonl", keep_lines=keep_lines,
                           show_progress=not cfg.quiet and sys.stderr.isatty(), observer=observer)
-    diag = StepDiagnostics(model)
+    diag = StepDiagnostics(training.model)
+    graphs = LiveGraphs()  # earlier steps' autograd graphs the loop still holds: memory it keeps
     # A step the GradScaler skips (inf gradients) makes the scheduler warn; that is expected.
     warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)`")
 
     epochs_run, t_loop = 0, time.perf_counter()
     for epoch in range(start_epoch, cfg.epochs):
-        seen, losses, predictions, labels = 0, [], [], []
-        batches = minibatches(n_train, cfg.batch_size, cfg.seed, epoch)
+        if epoch == brk.restart_after and epoch > start_epoch:
+            # The run goes on as a resumed process would: fresh seeding, a fresh model, optimizer
+            # and schedule, and the state of the checkpoint it has just written.
+            seed_everything(cfg.seed)
+            training, scheduler = start_training(cfg, brk, total_steps, load_checkpoint(out / "checkpoint.pt"))
+            diag = StepDiagnostics(training.model)
+        running_loss, seen, correct, first_step = 0.0, 0, 0, step
+        batches = brk.batch_order(n_train, cfg.batch_size, cfg.seed, epoch)  # BREAK HOOK: no_shuffle
         for i, idx in enumerate(logger.progress(batches, total=per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}")):
             if i == per_epoch:
                 break
             idx = idx.to(cfg.device)
-            result = train_step(training, data.x_train[idx], data.y_train[idx], step,
-                                before_update=diag.before_step)
+            result = train_step(training, x_train[idx], y_train[idx], step, before_update=diag.before_step)
             lr = scheduler.get_last_lr()[0]
-            scheduler.step()                # the schedule moves per step, not per epoch
+            brk.scheduler_step(scheduler)     # BREAK HOOK: scheduler_not_stepped (the schedule moves per step)
 
             record = diag.after_step(loss=result.loss, outputs=result.outputs, hidden=result.hidden,
                                      scale=result.scale, step_skipped=result.skipped)
             logger.log_step({"type": "step", "step": step, "epoch": epoch, "batch_size": len(idx),
-                             "lr": lr, **record})
-            losses.append(record["loss"])
-            predictions.append(result.outputs.argmax(dim=1))  # compared with the labels at the epoch's end
-            labels.append(result.targets)
+                             "lr": lr, **record, "loss_graphs_alive": graphs.earlier_alive(result.loss)})
+            running_loss = brk.running_loss(running_loss, result.loss)  # BREAK HOOK: loss_kept
+            correct += (brk.predictions(result.outputs) == result.targets).sum()  # BREAK HOOK: acc_broadcast
             seen += len(idx)
             step += 1
 
         # --- End of epoch: evaluate, log, checkpoint ------------------------------------------
-        test = evaluate(model, data.x_test, data.y_test)
-        train_loss = None if None in losses else sum(losses) / len(losses)
-        correct = (torch.cat(predictions) == torch.cat(labels)).sum().item()
+        test = evaluate(training.model, x_test, y_test, brk)
         logger.log_epoch(finite_or_none({
-            "type": "epoch", "epoch": epoch, "step": step, "train_loss": train_loss,
-            "train_acc": correct / seen, "test_loss": test["loss"], "test_acc": test["acc"]}))
+            "type": "epoch", "epoch": epoch, "step": step, "train_loss": float(running_loss) / (step - first_step),
+            "train_acc": int(correct) / seen, "test_loss": test["loss"], "test_acc": test["acc"],
+            "test_autograd_bytes": test["autograd_bytes"]}))
         checkpoint_sha = save_checkpoint(out / "checkpoint.pt", {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+            "model": training.model.state_dict(), "optimizer": training.optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "scaler": training.scaler.state_dict(),
             "epoch": epoch + 1, "step": step, "rng": rng_state(),
             "config": {k: getattr(cfg, k) for k in TRAINING_FIELDS},
             "metrics_schema": METRICS_SCHEMA_VERSION, "breaklab": __version__,

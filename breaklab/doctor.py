@@ -185,7 +185,7 @@ _NUMBER_FIELDS = ("lr", "loss", "grad_norm", "zero_grad_frac", "dead_unit_frac",
 _INT_FIELDS = ("step", "epoch", "batch_size")
 _LAYER_FIELDS = ("grad_norm_by_layer", "grad_mean", "zero_grad_frac_by_layer")
 _FLAG_FIELDS = ("step_skipped", "loss_finite", "grads_finite")
-KNOWN_SCHEMA_VERSIONS = (1,)
+KNOWN_SCHEMA_VERSIONS = (1, 2)  # 2 added two memory figures; a version-1 run reads the same
 
 
 def _is_number(v: Any) -> bool:

@@ -171,6 +171,9 @@ def build_submission(opts: SubmitOptions, progress: Callable[[str], None] = lamb
     from breaklab.metric_log import parse_metrics
     from breaklab.tarballs import write_tarball
 
+    if opts.break_name in catalogue.names() and opts.break_name not in catalogue.names(controls=False):
+        raise SubmitError(f"{opts.break_name} is a control: it does no measurable harm, so there is no "
+                          f"fix to submit; pick a bug (see `breaklab list`)")
     if opts.break_name not in catalogue.names(controls=False):
         raise SubmitError(catalogue.unknown_message(opts.break_name))
     if opts.student is not None and not STUDENT.match(opts.student):

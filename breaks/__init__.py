@@ -6,22 +6,48 @@
 """
 from __future__ import annotations
 
-from breaklab import catalogue
-from breaklab.breaks.amp_no_scaling import AmpNoScaling
-from breaklab.breaks.base import Break
-from breaklab.breaks.double_softmax import DoubleSoftmax
-from breaklab.breaks.eval_mode import EvalMode
-from breaklab.breaks.huge_lr import HugeLR
-from breaklab.breaks.label_permute import LabelPermute
-from breaklab.breaks.loss_sum import LossSum
-from breaklab.breaks.missing_zero_grad import MissingZeroGrad
+import importlib
 
-REGISTRY: dict[str, type[Break]] = {
-    cls.name: cls
-    for cls in (Break, LabelPermute, HugeLR, MissingZeroGrad, LossSum, AmpNoScaling,
-                DoubleSoftmax, EvalMode)
-}
+from breaklab import catalogue
+from breaklab.breaks.base import CATEGORIES, Break  # noqa: F401 (CATEGORIES: the registry's vocabulary)
+
+# One module per break, named after it; the catalogue's order is the order `breaklab list` prints.
+MODULES = (
+    # the first seven
+    "label_permute", "huge_lr", "missing_zero_grad", "loss_sum", "amp_no_scaling", "double_softmax",
+    "eval_mode",
+    # data and target
+    "no_shuffle", "same_order_every_epoch", "raw_test_inputs", "test_leak", "nan_inputs",
+    "label_shift", "one_hot_targets",
+    # objective
+    "nll_on_logits", "mse_onehot", "log_of_softmax", "log_softmax_before_ce",
+    # shapes
+    "acc_broadcast", "softmax_over_batch", "loss_all_pairs",
+    # numerics
+    "clip_before_unscale", "double_step_with_scaler", "fp16_overflow", "log_of_softmax_amp",
+    # optimization
+    "tiny_lr", "scheduler_not_stepped", "no_warmup", "accumulation_not_divided", "zero_init",
+    "frozen_layer", "layer_not_in_optimizer",
+    # mode, memory, checkpoint
+    "eval_in_train_mode", "train_mode_not_restored", "loss_kept", "eval_with_grad",
+    "resume_without_optimizer_state", "resume_without_rng_state",
+)
+
+
+def _break_class(module: str) -> type[Break]:
+    """The one Break subclass a break module defines."""
+    mod = importlib.import_module(f"breaklab.breaks.{module}")
+    (cls,) = [v for v in vars(mod).values()
+              if isinstance(v, type) and issubclass(v, Break) and v is not Break and v.__module__ == mod.__name__]
+    return cls
+
+
+REGISTRY: dict[str, type[Break]] = {cls.name: cls for cls in [Break, *map(_break_class, MODULES)]}
+# Every name `--break` accepts besides "none": the bugs and the controls (changes that look like
+# bugs and do no measurable harm here).
 BREAK_NAMES = [name for name in REGISTRY if name != "none"]
+CONTROL_NAMES = [name for name in BREAK_NAMES if REGISTRY[name].control]
+FAULT_NAMES = [name for name in BREAK_NAMES if not REGISTRY[name].control]
 
 # Mystery mode: `--break mystery` picks one break, or none, from the seed, salted with a secret
 # (breaklab/secret.py), and records only the word "mystery" and a commitment to the choice.
@@ -29,7 +55,8 @@ MYSTERY = catalogue.MYSTERY
 
 
 def mystery_options() -> list[str]:
-    return ["none"] + sorted(BREAK_NAMES)
+    """What a mystery run may be: no bug, or one of the bugs (controls do no harm to find)."""
+    return ["none"] + sorted(FAULT_NAMES)
 
 
 def mystery_choice(seed: int, secret: bytes | None = None) -> str:

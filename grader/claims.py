@@ -7,7 +7,7 @@ import math
 from typing import Any
 
 CLAIM_RTOL, CLAIM_ATOL = 0.05, 5e-3   # a claimed value may be rounded to 2 significant digits
-EPOCH_FIELDS = ("train_loss", "train_acc", "test_loss", "test_acc")
+EPOCH_FIELDS = ("train_loss", "train_acc", "test_loss", "test_acc", "test_autograd_bytes")
 
 
 def lookup(record: dict[str, Any], metric: str) -> tuple[bool, Any]:

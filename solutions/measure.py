@@ -1,6 +1,7 @@
 """Measure what the rubrics' recovery bars and the grader's tolerances rest on.
 
-    python -m solutions.measure --seeds 0 1 42 --epochs 1 3 --out measurements.json
+    python -m breaklab.solutions.measure --seeds 0 1 42 --epochs 1 3 --out measurements.json
+    python -m breaklab.solutions.measure --only tiny_lr zero_init --seeds 42 --epochs 1   # some breaks only
 
 For each seed and epoch count: the clean run, each break's broken run and its reference-fixed run
 (fix.patch applied in a private checkout), and the clean run with 2 threads instead of 1 (the
@@ -32,24 +33,29 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 42])
     ap.add_argument("--epochs", type=int, nargs="+", default=[1, 3])
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--only", nargs="+", metavar="BREAK", help="measure these breaks only")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
+    selected = args.only or names()
+    unknown = sorted(set(selected) - set(names()))
+    if unknown:
+        ap.error(f"no solution for {', '.join(unknown)}; breaks with one: {', '.join(names())}")
 
     base = gitrepo.resolve_commit(ROOT, "HEAD")
     with tempfile.TemporaryDirectory(prefix="breaklab-measure-") as tmp:
         tmp = Path(tmp)
         trees = {"base": gitrepo.checkout(ROOT, base, tmp / "base")}
-        for name in names():
+        for name in selected:
             trees[name] = gitrepo.checkout(ROOT, base, tmp / f"fix-{name}")
             gitrepo.apply_patch(trees[name], fix_patch(name))
         jobs = []
         for seed in args.seeds:
-            for epochs in args.epochs:
-                jobs.append(("clean", seed, epochs, "base", RunSpec("none", seed, epochs, 1)))
-                jobs.append(("clean_2threads", seed, epochs, "base", RunSpec("none", seed, epochs, 2)))
-                for name in names():
-                    jobs.append((f"broken:{name}", seed, epochs, "base", RunSpec(name, seed, epochs, 1)))
-                    jobs.append((f"fixed:{name}", seed, epochs, name, RunSpec(name, seed, epochs, 1)))
+            for ep in args.epochs:
+                jobs.append(("clean", seed, ep, "base", RunSpec("none", seed, ep, 1)))
+                jobs.append(("clean_2threads", seed, ep, "base", RunSpec("none", seed, ep, 2)))
+                for name in selected:
+                    jobs.append((f"broken:{name}", seed, ep, "base", RunSpec(name, seed, ep, 1)))
+                    jobs.append((f"fixed:{name}", seed, ep, name, RunSpec(name, seed, ep, 1)))
 
         def run(job):
             label, seed, epochs, tree, spec = job
@@ -62,7 +68,7 @@ def main() -> None:
         with ThreadPoolExecutor(args.jobs) as pool:
             done = list(pool.map(run, jobs))
     runs = {(j[0], j[1], j[2]): (rec, sha) for j, rec, sha in done}
-    report = summarize(runs, args.seeds, args.epochs)
+    report = summarize(runs, args.seeds, args.epochs, selected)
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:
@@ -73,9 +79,9 @@ def _acc(records) -> float:
     return epoch_records(records)[-1]["test_acc"]
 
 
-def summarize(runs, seeds, epochs) -> dict:
+def summarize(runs, seeds, epochs, selected=None) -> dict:
     out: dict = {"per_break": {}, "environment_proxy": {}}
-    for name in names():
+    for name in selected or names():
         rows = []
         for seed in seeds:
             for epochs in epochs:

@@ -48,22 +48,26 @@ def test_meta_records_provenance(run):
     ds = meta["dataset"]
     assert ds["name"] == "mnist-sample" and ds["train_size"] == 4000 and ds["test_size"] == 1000
     assert len(ds["files"]) == 4 and all(len(v) == 64 for v in ds["files"].values())
-    assert meta["metrics_schema"] == 1
+    assert meta["metrics_schema"] == 2
 
 
 @pytest.mark.slow
 def test_metrics_schema_fields(run):
     header = run.records[0]
-    assert header == {"type": "header", "schema": "breaklab.metrics", "version": 1}
+    assert header == {"type": "header", "schema": "breaklab.metrics", "version": 2}
     step = run.steps[0]
     for key in ("step", "epoch", "loss", "lr", "grad_mean", "grad_norm", "grad_norm_by_layer",
                 "zero_grad_frac", "act_first_mean", "act_first_var", "act_last_mean",
-                "act_last_var", "logit_min", "logit_max", "loss_finite", "grads_finite"):
+                "act_last_var", "logit_min", "logit_max", "loss_finite", "grads_finite",
+                "loss_graphs_alive"):
         assert key in step, key
     assert set(step["grad_mean"]) == {"fc1.weight", "fc1.bias", "bn1.weight", "bn1.bias",
                                       "fc2.weight", "fc2.bias"}
     assert len(run.epochs) == 3
-    assert set(run.epochs[0]) >= {"train_loss", "train_acc", "test_loss", "test_acc"}
+    assert set(run.epochs[0]) >= {"train_loss", "train_acc", "test_loss", "test_acc", "test_autograd_bytes"}
+    # The clean loop keeps no earlier step's graph and records none during evaluation.
+    assert all(s["loss_graphs_alive"] == 0 for s in run.steps)
+    assert all(e["test_autograd_bytes"] == 0 for e in run.epochs)
     # every step is present, in order
     assert [s["step"] for s in run.steps] == list(range(len(run.steps)))
 

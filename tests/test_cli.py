@@ -34,9 +34,13 @@ def test_list_shows_every_break_with_category(runner):
     # The catalogue (read from the source, without torch) and the registry that runs them agree.
     assert sorted(b["name"] for b in as_json) == sorted(BREAK_NAMES)
     assert all({"name", "category", "control"} <= set(b) for b in as_json)
+    assert sorted(b["name"] for b in as_json if b["control"]) == sorted(n for n in BREAK_NAMES if REGISTRY[n].control)
     for entry in as_json:
         assert entry["category"] == REGISTRY[entry["name"]].category
-        assert entry["control"] == getattr(REGISTRY[entry["name"]], "control", False)
+    assert {b["category"] for b in as_json} == {"data", "target", "objective", "shapes", "numerics",
+                                                "optimization", "mode", "memory", "checkpoint"}
+    controls = [line for line in result.output.splitlines() if "  control  " in line]
+    assert len(controls) == sum(b["control"] for b in as_json) > 0
 
 
 @pytest.mark.parametrize("args", [["--help"], ["list"], ["list", "--json"], ["train", "--help"], ["doctor", "--help"],

@@ -15,7 +15,6 @@ from click.testing import CliRunner
 
 from breaklab.cli import cli
 from breaklab.doctor import DETECTORS, RunReadError, diagnose, load_run
-from breaklab.breaks import BREAK_NAMES
 
 
 # Three seeds at the default batch size and learning rate (1 epoch), and two configurations that
@@ -27,7 +26,11 @@ CONFIGS = {
     "b128-lr0.05-e2": dict(seed=7, epochs=2, batch_size=128, lr=0.05),
     "b32-lr0.2-e1": dict(seed=8, epochs=1, batch_size=32, lr=0.2),
 }
-VARIANTS = ["none"] + BREAK_NAMES
+# The breaks the doctor has a detector for: the catalogue's first seven. README.md's break table
+# names the symptom and metric field of every other entry, for the detectors still to be written.
+DIAGNOSED = ["label_permute", "huge_lr", "missing_zero_grad", "loss_sum", "amp_no_scaling",
+             "double_softmax", "eval_mode"]
+VARIANTS = ["none"] + DIAGNOSED
 
 
 def expected(variant: str) -> str:

@@ -26,7 +26,7 @@ LAYERS = [
                             "breaklab.cache", "breaklab.secret",
                             "breaklab.solutions"]),
     ("training", ["breaklab.breaks", "breaklab.breaks.*", "breaklab.diagnostics", "breaklab.trainer",
-                  "breaklab.layers"]),
+                  "breaklab.layers", "breaklab.graph_memory"]),
     ("measurement and diagnosis", ["breaklab.rules", "breaklab.symptoms", "breaklab.remedies",
                                    "breaklab.doctor", "breaklab.triage", "breaklab.plots", "breaklab.mystery",
                                    "breaklab.run_summary", "breaklab.hints", "breaklab.early_warnings",

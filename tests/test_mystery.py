@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from breaklab.breaks import BREAK_NAMES, REGISTRY, get_break, mystery_choice, mystery_options
+from breaklab.breaks import BREAK_NAMES, FAULT_NAMES, REGISTRY, get_break, mystery_choice, mystery_options
 from breaklab.cli import cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,9 +32,9 @@ SECRET = b"course-2024-instructor-secret"  # what an instructor would put in BRE
 # ---------------------------------------------------------------------------------------------
 
 def test_the_choice_is_a_fixed_function_of_seed_and_secret_covering_every_option():
-    picks = [mystery_choice(s, SECRET) for s in range(200)]
-    assert picks == [mystery_choice(s, SECRET) for s in range(200)]
-    assert set(picks) == {"none", *BREAK_NAMES}
+    picks = [mystery_choice(s, SECRET) for s in range(400)]
+    assert picks == [mystery_choice(s, SECRET) for s in range(400)]
+    assert set(picks) == set(mystery_options()) == {"none", *FAULT_NAMES}
     assert max(Counter(picks).values()) < 60  # no option dominates
     # Another secret, another assignment: the seed alone does not say the break.
     other = [mystery_choice(s, b"another secret") for s in range(200)]

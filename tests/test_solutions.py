@@ -15,28 +15,59 @@ import pytest
 
 from breaklab.metric_log import read_metrics
 from breaklab.submission import MAX_WORDS, parse_symptom_block, prose, sections_present, word_count
-from breaklab.breaks import BREAK_NAMES, REGISTRY
+from breaklab.breaks import BREAK_NAMES, CONTROL_NAMES, FAULT_NAMES, REGISTRY
 from breaklab.grader import gitrepo
 from breaklab.grader.recovery import SYMPTOM_CHECKS, check_recovery
 from breaklab.grader.rubric import claim_criteria, function_spans, scope_criterion, size_criterion
-from breaklab.solutions import fix_patch, names, rubric, writeup
+from breaklab.solutions import SOLUTIONS_DIR, fix_patch, names, rubric, writeup
 
 import submission_fixtures as fx
 
 
 
 def test_every_break_has_a_solution():
-    assert names() == sorted(BREAK_NAMES) == fx.BREAKS
+    """Every bug has a fix, a write-up and a rubric; a control has no fix (there is nothing to
+    fix), only its write-up. The grading fixtures cover the first seven."""
+    assert names() == sorted(FAULT_NAMES)
+    assert set(fx.BREAKS) <= set(names())
     for name in names():
         r = rubric(name)
         assert r["break"] == name
         assert 0 < r["recovery"]["max_acc_drop"] <= 0.02
-        assert r["recovery"]["symptom_checks"] and set(r["recovery"]["symptom_checks"]) <= set(SYMPTOM_CHECKS)
+        checks = r["recovery"]["symptom_checks"]
+        assert set(checks) <= set(SYMPTOM_CHECKS)
+        # Where no rule of the rule book reads the symptom yet, the rubric says which one is
+        # needed; until then the recovery bar rests on accuracy alone.
+        assert checks or r["recovery"].get("rule_needed"), name
         assert len(r["concepts"]) >= 2 and all(c["patterns"] for c in r["concepts"])
         assert REGISTRY[name].metric.split(".")[0] in r["symptom_metrics"]
+    for name in CONTROL_NAMES:
+        assert not (SOLUTIONS_DIR / name / "fix.patch").exists() and not (SOLUTIONS_DIR / name / "rubric.json").exists()
+        assert (SOLUTIONS_DIR / name / "WRITEUP.md").is_file()
 
 
-@pytest.mark.parametrize("name", sorted(BREAK_NAMES))
+@pytest.mark.parametrize("name", BREAK_NAMES)
+def test_every_entry_has_its_source_mutation(name):
+    """The silent mutation of a standalone training script that the exercises make of each entry."""
+    m = json.loads((SOLUTIONS_DIR / name / "mutation.json").read_text())
+    assert m["break"] == name and m["kind"] == ("control" if REGISTRY[name].control else "bug")
+    assert m["site"] and m[("verdict" if REGISTRY[name].control else "fix")]
+    assert all(isinstance(line, str) for line in m["clean"] + m["buggy"])
+    assert m["clean"] != m["buggy"] and m["clean"]
+    text = " ".join(m["buggy"]).lower()
+    assert not re.search(r"\b(bug|fix|wrong)\b", text), "a mutation must not announce itself"
+
+
+@pytest.mark.parametrize("name", CONTROL_NAMES)
+def test_control_writeup_says_what_was_measured(name):
+    text = writeup(name)
+    assert 0 < word_count(text) <= MAX_WORDS
+    assert "a control" in text.splitlines()[0]
+    assert re.search(r"^#+\s*What was measured", text, re.M) and re.search(r"^#+\s*When it would matter", text, re.M)
+    assert re.search(r"^#+\s*60-second interview answer", text, re.M | re.I)
+
+
+@pytest.mark.parametrize("name", names())
 def test_reference_fix_is_a_minimal_change_of_the_hook(name, tmp_path):
     """The patch applies to the committed repository and changes only the break's hook."""
     r = rubric(name)
@@ -56,7 +87,7 @@ def test_reference_fix_is_a_minimal_change_of_the_hook(name, tmp_path):
     assert hook == REGISTRY[name].hook and f"{cls}.{hook}" in function_spans(old)
 
 
-@pytest.mark.parametrize("name", sorted(BREAK_NAMES))
+@pytest.mark.parametrize("name", names())
 def test_writeup_has_the_report_shape_and_names_its_concepts(name):
     text = writeup(name)
     assert 0 < word_count(text) <= MAX_WORDS

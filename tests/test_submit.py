@@ -147,6 +147,8 @@ def test_submit_errors_are_one_line_and_name_the_fix(tmp_path, report, course, m
     assert r.exit_code == 1 and "nothing was changed" in r.output
     r = submit("--seed", "42", "--break", "nope", "--report", str(report), "--repo", str(unchanged))
     assert r.exit_code == 1 and "unknown break 'nope'" in r.output
+    r = submit("--seed", "42", "--break", "no_warmup", "--report", str(report), "--repo", str(unchanged))
+    assert r.exit_code == 1 and "no_warmup is a control" in r.output and "Traceback" not in r.output
     r = submit(*base, "--report", str(report), "--repo", str(unchanged), "--student", "../x")
     assert r.exit_code == 1 and "--student" in r.output
     r = submit(*base, "--report", str(report), "--repo", str(unchanged), "--base", "no-such-rev")

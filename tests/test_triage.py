@@ -8,16 +8,15 @@ from click.testing import CliRunner
 
 from breaklab.cli import cli
 from breaklab.triage import Triage, TriageSetup
-from breaklab.breaks import BREAK_NAMES
 
-
-# The step that should establish each cause, by the procedure's order of cost and information.
+# The step that should establish each cause, by the procedure's order of cost and information,
+# for the breaks triage has a step for (the catalogue's first seven).
 ESTABLISHED_AT = {"label_permute": 2, "loss_sum": 3, "double_softmax": 3, "missing_zero_grad": 4,
                   "huge_lr": 5, "amp_no_scaling": 6, "eval_mode": 8}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", BREAK_NAMES)
+@pytest.mark.parametrize("name", sorted(ESTABLISHED_AT))
 def test_triage_establishes_each_break_and_stops_there(name):
     printed: list[str] = []
     report = Triage(TriageSetup(seed=3, break_name=name), out_dir=None, echo=printed.append).run()
