@@ -92,7 +92,9 @@ def test_a_keyword_list_scores_at_most_4():
 
 
 def test_the_write_up_copied_scores_0_and_is_flagged():
-    for b in names():
+    recorded = [b for b in names() if b in RUNS]  # the breaks whose runs tests/fixtures/ records
+    assert len(recorded) >= 7
+    for b in recorded:
         score, crits, flags = explain(writeup(b), b)
         assert score == 0 and flags and f"solutions/{b}/WRITEUP.md" in flags[0]
         assert crits["causal_chain"].review and "copies" in crits["causal_chain"].reason
