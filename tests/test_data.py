@@ -1,4 +1,4 @@
-"""The bundled MNIST sample: checksums, torchvision's own reader, clear errors."""
+"""The bundled MNIST sample: checksums, the IDX reader (equal to torchvision's), clear errors."""
 from __future__ import annotations
 
 import hashlib
@@ -24,7 +24,7 @@ def test_bundled_files_match_their_checksums():
     assert cs.verify_sample() == EXPECTED
 
 
-def test_sample_loads_through_torchvision_stratified():
+def test_sample_loads_stratified():
     ds = cs.load_dataset("sample")
     assert ds.x_train.shape == (4000, 784) and ds.x_test.shape == (1000, 784)
     assert ds.x_train.dtype == torch.float32 and ds.y_train.dtype == torch.int64
@@ -93,3 +93,62 @@ def test_full_mnist_reads_torchvision_layout(tmp_path):
     f.write_bytes(f.read_bytes()[:1000])
     with pytest.raises(cs.SetupError, match="corrupt or truncated"):
         cs.load_dataset("mnist", data_dir=str(tmp_path))
+
+
+@pytest.mark.slow  # imports torchvision (and with it torch's compiler stack): seconds
+def test_idx_files_decode_as_torchvision_reads_them(tmp_path):
+    """The sample and a full-MNIST layout give the tensors torchvision.datasets.MNIST gives."""
+    import torchvision
+    from torchvision.datasets import MNIST
+
+    root = cs.unpacked_sample_root(cs.verify_sample())
+    shutil.copytree(root / "MNIST", tmp_path / "MNIST")
+    for ds, where in ((cs.load_dataset("sample"), root), (cs.load_dataset("mnist", data_dir=str(tmp_path)), tmp_path)):
+        for train, x, y in ((True, ds.x_train, ds.y_train), (False, ds.x_test, ds.y_test)):
+            reference = MNIST(str(where), train=train)
+            pixels = reference.data.to(torch.float32).div_(255.0).sub_(cs.MNIST_MEAN).div_(cs.MNIST_STD)
+            assert torch.equal(x, pixels.reshape(len(pixels), -1))
+            assert torch.equal(y, reference.targets) and y.dtype == reference.targets.dtype
+    assert cs.torchvision_version() == torchvision.__version__
+
+
+def idx(kind: int, dims: tuple[int, ...], body: bytes) -> bytes:
+    return bytes([0, 0, kind, len(dims)]) + b"".join(d.to_bytes(4, "big") for d in dims) + body
+
+
+def test_idx_decoding_checks_header_and_length():
+    assert cs.decode_idx(idx(8, (2, 3), bytes(range(6))), 2).tolist() == [[0, 1, 2], [3, 4, 5]]
+    for data, ndim, message in [
+        (b"\x00\x00", 1, "shorter than an IDX header"),
+        (idx(9, (2,), b"\x01\x02"), 1, "not that of a 1-dimensional unsigned-byte"),   # int8
+        (idx(8, (2, 3), bytes(6)), 3, "not that of a 3-dimensional"),
+        (idx(8, (2, 3), bytes(6))[:10], 2, "shorter than its 12-byte header"),
+        (idx(8, (2, 3), bytes(5)), 2, "needs 18"),                                       # truncated
+        (idx(8, (2, 3), bytes(7)), 2, "needs 18"),                                       # trailing bytes
+    ]:
+        with pytest.raises(cs.IdxError, match=message):
+            cs.decode_idx(data, ndim)
+
+
+def test_images_and_labels_must_match(sample_copy, tmp_path):
+    raw = tmp_path / "full" / "MNIST" / "raw"
+    shutil.copytree(cs.unpacked_sample_root(cs.verify_sample()) / "MNIST" / "raw", raw)
+    labels = raw / "t10k-labels-idx1-ubyte"
+    labels.write_bytes(idx(8, (999,), labels.read_bytes()[8:1007]))
+    with pytest.raises(cs.SetupError, match=r"corrupt or truncated \(t10k: \(1000, 28, 28\) images.*999 labels"):
+        cs.load_dataset("mnist", data_dir=str(tmp_path / "full"))
+
+
+@pytest.mark.slow  # a fresh process that imports torch: seconds
+def test_loading_data_does_not_import_torchvision():
+    """torchvision's import costs more than reading and checking the data; a run needs only its
+    version number (meta.json), which is read without importing it."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from breaklab.canonical_setup import environment_info, load_dataset\n"
+            "load_dataset('sample'); env = environment_info('cpu', 1)\n"
+            "print(sorted(m for m in sys.modules if m.startswith('torchvision')), bool(env['torchvision']))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert out.stdout.split("\n")[0] == "[] True"
