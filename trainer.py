@@ -307,7 +307,8 @@ def train(cfg: Config, observer: Callable[[dict[str, Any]], list[str]] | None = 
         {**meta, "status": status, "checkpoint_sha256": checkpoint_sha}, indent=2) + "\n")
     # Timings are returned, never written: they are not reproducible.
     return {"epochs_done": epoch + 1, "epochs_total": cfg.epochs, "checkpoint_sha256": checkpoint_sha,
-            "mystery": cfg.break_name == MYSTERY, "seconds": loop_seconds, "started": t_start}
+            "mystery": cfg.break_name == MYSTERY, "records": logger.records,  # what metrics.jsonl holds
+            "seconds": loop_seconds, "started": t_start}
 
 
 # ============================================================================

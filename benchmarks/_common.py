@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import gzip
 import os
+import resource
 import statistics
 import struct
+import subprocess
 import sys
 import tempfile
 import time
@@ -63,7 +65,8 @@ def mnist_root(data_dir: str | None, workdir: Path) -> tuple[Path, str]:
     raw.mkdir(parents=True, exist_ok=True)
     for name, count in IDX_FILES.items():
         (raw / name).write_bytes(_tile_idx(SAMPLE_RAW / f"{name}.gz", count))
-    return workdir, "the bundled 4,000/1,000 sample tiled to 60,000/10,000 (full MNIST not found)"
+    return workdir, (f"the bundled 4,000/1,000 sample tiled to {IDX_FILES['train-images-idx3-ubyte']:,}/"
+                     f"{IDX_FILES['t10k-images-idx3-ubyte']:,} (full MNIST not found)")
 
 
 def temp_workdir() -> tempfile.TemporaryDirectory:
@@ -93,6 +96,21 @@ def timed(fn: Callable[[], object]) -> float:
     t0 = time.perf_counter()
     fn()
     return time.perf_counter() - t0
+
+
+def run_process(cmd: list[str], cwd: Path, env: dict | None = None,
+                cpu: list[float] | None = None) -> float:
+    """Run a command to its end; return its wall seconds, and append its CPU seconds (user +
+    system, of it and every process it waited for) to `cpu`. On a busy shared machine other
+    processes stretch wall time far more than CPU time."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    subprocess.run(cmd, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if cpu is not None:
+        cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return wall
 
 
 def table(rows: list[list[str]], header: list[str]) -> str:

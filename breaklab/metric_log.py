@@ -23,10 +23,14 @@ def dumps(record: dict[str, Any]) -> str:
 
 
 class MetricLogger:
+    """Writes the records of a run, and keeps them: `records` is the file's content as
+    read_metrics would parse it, for the end-of-run summary without reading the file back."""
+
     def __init__(self, path: Path, *, keep_lines: list[str] | None = None, show_progress: bool,
                  observer: Callable[[dict[str, Any]], Iterable[str]] | None = None):
         self.path = path
         self.observer = observer  # sees every record as it is written; returns lines to print
+        self._records: list[dict[str, Any]] = []
         if keep_lines:  # a resumed run: the records the checkpoint already covers
             # Rewritten atomically, then appended to: a resumed run interrupted at any moment
             # still leaves those records in place for the next --resume.
@@ -35,6 +39,7 @@ class MetricLogger:
             atomic_write_text(path, "".join(line if line.endswith("\n") else line + "\n"
                                             for line in keep_lines))
             self._f = open(path, "a", encoding="utf-8")
+            self._records = parse_metrics("\n".join(keep_lines), str(path))
         else:
             self._f = open(path, "w", encoding="utf-8")
             self.write({"type": "header", "schema": "breaklab.metrics", "version": METRICS_SCHEMA_VERSION})
@@ -43,6 +48,15 @@ class MetricLogger:
 
     def write(self, record: dict[str, Any]) -> None:
         self._f.write(dumps(record) + "\n")
+        self._records.append(record)
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        """Every record of the file, header first: equal to read_metrics(path) once the file is
+        closed (a record is written as compact JSON, which gives back the same values: str
+        keys, and floats written in their shortest exact form). The records are the objects
+        that were logged, not copies: change none of them after logging it."""
+        return self._records
 
     def log_step(self, record: dict[str, Any]) -> None:
         self.write(record)

@@ -22,7 +22,8 @@ def finish_run(out: Path | str, trained: dict[str, Any], figure: bool = True) ->
     Returns the summary, with the loop's and the whole run's seconds added (printed, never written:
     they are not reproducible)."""
     out = Path(out)
-    summary = summarize(read_metrics(out / "metrics.jsonl"),  # a mystery run: numbers, no mechanism words
+    records = trained.get("records")
+    summary = summarize(records if records is not None else read_metrics(out / "metrics.jsonl"),  # a mystery run: numbers, no mechanism words
                         wording="measurements" if trained.get("mystery") else "symptoms")
     summary.update(epochs_done=trained["epochs_done"], epochs_total=trained["epochs_total"],
                    checkpoint_sha256=trained["checkpoint_sha256"])

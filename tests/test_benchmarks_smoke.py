@@ -1,5 +1,6 @@
 """The benchmark scripts still run (on a tiny workload; the figures themselves are in
-benchmarks/README.md). bench_demo_overhead.py and bench_grading.py take minutes and are not run here."""
+benchmarks/README.md). bench_demo_overhead.py, bench_full_epoch.py and bench_grading.py take
+minutes and are not run here."""
 from __future__ import annotations
 
 import pytest
