@@ -17,3 +17,17 @@ if (not _os.path.isfile(_os.path.join(_here, "trainer.py"))
         and _os.path.isfile(_os.path.join(_checkout, "trainer.py"))
         and _os.path.isfile(_os.path.join(_checkout, "breaks", "base.py"))):
     __path__.append(_checkout)  # noqa: F821 (the package's own search path)
+
+
+def __getattr__(name: str):
+    """`from breaklab import Monitor` imports torch only when it is asked for: `import breaklab`
+    (and so `breaklab --help`) stays light."""
+    if name in ("Monitor", "TrainingStopped"):
+        from breaklab import monitor
+
+        return getattr(monitor, name)
+    if name == "EarlyWarnings":
+        from breaklab.early_warnings import EarlyWarnings
+
+        return EarlyWarnings
+    raise AttributeError(f"module 'breaklab' has no attribute {name!r}")

@@ -30,27 +30,48 @@ import torch
 from torch import nn
 
 
+# The gradient matrix's row width when the first layer's rows are shorter than MIN_ROW_WIDTH.
+MIN_ROW_WIDTH, WIDE_ROWS = 64, 1024
+
 # The raw values of a step, in the order they are synchronised, after the per-parameter sums.
 SCALARS = ("dead_rows", "weight_norm", "loss", "update_norm", "h_sum", "h_var", "h_dead", "out_sum",
-           "out_var", "out_min", "out_max", "bn_mean_abs_sum", "bn_var_sum")
+           "out_var", "out_min", "out_max")
 
 
 class StepDiagnostics:
     """Measures one training step. Call `before_step` before optimizer.step() (after unscale_),
-    and `after_step` once the step is done."""
+    and `after_step` once the step is done.
 
-    def __init__(self, model: nn.Module):
-        self.names = [n for n, _ in model.named_parameters()]
-        self.params = [p for _, p in model.named_parameters()]
+    `StepDiagnostics(model)` measures trainer.py's MLP: every parameter, `fc1.weight` as the first
+    layer (its rows are the hidden units), `bn1` as the BatchNorm. `breaklab.monitor.Monitor`
+    passes what it discovered in any model instead: the (name, parameter) pairs the optimizer
+    holds, the first weight layer's parameter name (None: there is none), every BatchNorm, and
+    the dimension of the first activation that holds its units (1 for a convolution's channels,
+    -1 for a linear layer's features)."""
+
+    def __init__(self, model: nn.Module, *, parameters: list[tuple[str, torch.Tensor]] | None = None,
+                 first_layer: str | None = "fc1.weight", batchnorms: list[nn.Module] | None = None,
+                 unit_dim: int = 1):
+        named = list(model.named_parameters()) if parameters is None else list(parameters)
+        self.names = [n for n, _ in named]
+        self.params = [p for _, p in named]
         self.numel = [p.numel() for p in self.params]
-        self.first_index = self.names.index("fc1.weight")  # its rows are the hidden units
-        self.hidden_units = self.params[self.first_index].shape[0]
-        self.bn = model.bn1
+        self.first_index = self.names.index(first_layer) if first_layer in self.names else None
+        first = self.params[self.first_index] if self.first_index is not None else None
+        self.hidden_units = first.shape[0] if first is not None else 0  # a weight's rows are its units
+        self.bns = [model.bn1] if batchnorms is None else list(batchnorms)
+        self.bn_features = sum(bn.num_features for bn in self.bns)
+        self.unit_dim = unit_dim
         device = self.params[0].device
         n = len(self.params)
 
-        # The gradient matrix: each parameter on whole rows of the first layer's row width.
-        width = self.params[self.first_index].shape[1]
+        # The gradient matrix: each parameter on whole rows. Its width is a row of the first
+        # layer's weight, so that the first layer's dead units are whole rows of the matrix;
+        # a first layer with short rows (a 3x3 convolution on one channel: 9) would make the
+        # matrix too narrow for fast row reductions, so then the width is WIDE_ROWS and the
+        # first layer's rows are counted on a view of their own.
+        row_width = first[0].numel() if first is not None else 0
+        width = row_width if row_width >= MIN_ROW_WIDTH else WIDE_ROWS
         rows = [-(-k // width) for k in self.numel]
         starts = [sum(rows[:i]) for i in range(n)]
         self._grad_matrix = torch.zeros(sum(rows), width, device=device)
@@ -60,18 +81,27 @@ class StepDiagnostics:
         self._row_param = torch.repeat_interleave(torch.arange(n, device=device), torch.tensor(rows, device=device))
         self._rows = torch.empty(3, sum(rows), device=device)  # per row: sum |g|, sum g^2, nonzero
         self._row_nonzero = torch.empty(sum(rows), dtype=torch.int32, device=device)
-        first = starts[self.first_index]
-        self._first_nonzero = self._row_nonzero[first:first + rows[self.first_index]]
+        self._first_nonzero = None  # nonzero entries per unit of the first layer
+        self._first_units_view = None  # the first layer's |g| as (units, row), when not whole matrix rows
+        if first is not None and width == row_width:
+            start = starts[self.first_index]
+            self._first_nonzero = self._row_nonzero[start:start + rows[self.first_index]]
+        elif first is not None:
+            self._first_units_view = self._grad_views[self.first_index].view(self.hidden_units, row_width)
+            self._first_nonzero = torch.empty(self.hidden_units, dtype=torch.int32, device=device)
         self._zeros = torch.zeros(3, n, device=device)  # index_add's starting point
 
         # The parameters before the step, one flat buffer.
         self._before_flat = torch.empty(sum(self.numel), device=device)
         self._before = [v.view_as(p) for v, p in zip(self._before_flat.split(self.numel), self.params)]
 
-        # Every raw value of a step is written (out=) into one buffer, read with one .tolist().
-        self._values = torch.zeros(3 * n + len(SCALARS), device=device)
+        # Every raw value of a step is written (out=) into one buffer, read with one .tolist():
+        # the per-parameter sums, the scalars, then each BatchNorm's two sums.
+        k = len(self.bns)
+        self._values = torch.zeros(3 * n + len(SCALARS) + 2 * k, device=device)
         self._per_param = self._values[:3 * n].view(3, n)  # sum |g|, sum g^2, nonzero per parameter
-        self._slot = dict(zip(SCALARS, self._values[3 * n:].unbind()))
+        self._slot = dict(zip(SCALARS, self._values[3 * n:3 * n + len(SCALARS)].unbind()))
+        self._bn_slots = self._values[3 * n + len(SCALARS):].view(2, k)  # sum |running mean|, sum running var
 
     # -- the groups of statistics, each a few batched kernels --------------------------------
     def gradient_magnitudes(self) -> torch.Tensor:
@@ -96,9 +126,13 @@ class StepDiagnostics:
         |g| as int32 bits is 0 for +-0.0 and >= 1 for any other float, NaN included, so
         clamping the bits to 1 and summing counts the nonzero entries (several times faster on
         CPU than comparisons, whose boolean reductions are slow)."""
+        if self._first_units_view is not None:  # before mags is overwritten: the first layer's units
+            torch.sum(self._first_units_view.view(torch.int32).clamp_max(1), dim=1, dtype=torch.int32,
+                      out=self._first_nonzero)
         torch.sum(mags.view(torch.int32).clamp_max_(1), dim=1, dtype=torch.int32, out=self._row_nonzero)
         self._rows[2].copy_(self._row_nonzero)  # an int32 sum, then a copy: faster than summing to float
-        torch.sum(self._first_nonzero == 0, dim=0, dtype=torch.float32, out=self._slot["dead_rows"])
+        if self._first_nonzero is not None:
+            torch.sum(self._first_nonzero == 0, dim=0, dtype=torch.float32, out=self._slot["dead_rows"])
 
     def per_parameter(self) -> None:
         """The row statistics summed per parameter."""
@@ -115,23 +149,30 @@ class StepDiagnostics:
         torch._foreach_sub_(self._before, self.params)
         torch.linalg.vector_norm(self._before_flat, out=self._slot["update_norm"])
 
-    def activation_stats(self, hidden: torch.Tensor, outputs: torch.Tensor) -> None:
+    def activation_stats(self, hidden: torch.Tensor | None, outputs: torch.Tensor | None) -> None:
         """First layer's activations and the last layer's output as fed to the loss: sums (the
         means and the mean row sum follow), variances, range, and the hidden units that are 0
-        for every example (their max over the batch is 0: ReLU outputs are never negative, and
-        a NaN is not 0)."""
+        for every example (their max over the batch, and over positions for a convolution, is 0:
+        ReLU outputs are never negative, and a NaN is not 0). Either may be None (not seen)."""
         slot = self._slot
-        h, out = hidden.float(), outputs.float()
-        torch.sum(h, dim=(0, 1), out=slot["h_sum"])
-        torch.var(h, dim=(0, 1), correction=0, out=slot["h_var"])
-        torch.sum(h.amax(dim=0) == 0, dim=0, dtype=torch.float32, out=slot["h_dead"])
-        torch.sum(out, dim=(0, 1), out=slot["out_sum"])
-        torch.var(out, dim=(0, 1), correction=0, out=slot["out_var"])
-        torch.aminmax(out, out=(slot["out_min"], slot["out_max"]))
+        if hidden is not None:
+            h = hidden.float()
+            every = tuple(range(h.dim()))
+            others = tuple(d for d in every if d != self.unit_dim % h.dim())
+            torch.sum(h, dim=every, out=slot["h_sum"])
+            torch.var(h, dim=every, correction=0, out=slot["h_var"])
+            torch.sum(h.amax(dim=others) == 0, dim=0, dtype=torch.float32, out=slot["h_dead"])
+        if outputs is not None:
+            out = outputs.float()
+            every = tuple(range(out.dim()))
+            torch.sum(out, dim=every, out=slot["out_sum"])
+            torch.var(out, dim=every, correction=0, out=slot["out_var"])
+            torch.aminmax(out, out=(slot["out_min"], slot["out_max"]))
 
     def batchnorm_stats(self) -> None:
-        torch.linalg.vector_norm(self.bn.running_mean, 1, out=self._slot["bn_mean_abs_sum"])
-        torch.sum(self.bn.running_var, dim=0, out=self._slot["bn_var_sum"])
+        for i, bn in enumerate(self.bns):
+            torch.linalg.vector_norm(bn.running_mean, 1, out=self._bn_slots[0, i])
+            torch.sum(bn.running_var, dim=0, out=self._bn_slots[1, i])
 
     # -- the two calls the training loop makes -----------------------------------------------
     @torch.no_grad()
@@ -143,32 +184,54 @@ class StepDiagnostics:
         self.snapshot_params()
 
     @torch.no_grad()
-    def after_step(self, *, loss: torch.Tensor, outputs: torch.Tensor, hidden: torch.Tensor,
-                   scale: float, step_skipped: bool) -> dict[str, Any]:
+    def after_step(self, *, loss: torch.Tensor, outputs: torch.Tensor | None, hidden: torch.Tensor | None,
+                   scale: float, step_skipped: bool, classes_dim: int = 1) -> dict[str, Any]:
+        """`classes_dim`: the dimension of `outputs` that holds the classes (its rows are the
+        predictions whose sum logit_rowsum_mean averages)."""
         self.update_norm()
-        self._slot["loss"].copy_(loss)
+        self._slot["loss"].copy_(loss.detach().reshape(()) if loss.dim() else loss)
         self.activation_stats(hidden, outputs)
         self.batchnorm_stats()
         values = self._values.tolist()  # the one synchronisation of the step
         return self.record(values, scale=scale, step_skipped=step_skipped,
-                           hidden_shape=hidden.shape, output_shape=outputs.shape)
+                           hidden_shape=None if hidden is None else hidden.shape,
+                           output_shape=None if outputs is None else outputs.shape, classes_dim=classes_dim)
 
     def record(self, values: list[float], *, scale: float, step_skipped: bool,
-               hidden_shape: torch.Size, output_shape: torch.Size) -> dict[str, Any]:
+               hidden_shape: torch.Size | None, output_shape: torch.Size | None,
+               classes_dim: int = 1) -> dict[str, Any]:
         """The step's metrics record (docs/METRICS.md order) from the synchronised raw values.
         JSON has no NaN or Infinity: a non-finite number is written as null (the *_finite flags
-        say why)."""
+        say why); a statistic of something the model does not have (no BatchNorm) or that was
+        not seen (no outputs passed) is null too."""
         n, numel, total, units = len(self.names), self.numel, sum(self.numel), self.hidden_units
         abs_sums, square_sums, nonzero = values[0:n], values[n:2 * n], values[2 * n:3 * n]
-        v = dict(zip(SCALARS, values[3 * n:]))
-        batch, h_numel, out_numel = hidden_shape[0], hidden_shape.numel(), output_shape.numel()
+        v = dict(zip(SCALARS, values[3 * n:3 * n + len(SCALARS)]))
+        k = len(self.bns)
+        bn_values = values[3 * n + len(SCALARS):]
+        nan = math.nan
+        if hidden_shape is not None:
+            h_numel, h_units = hidden_shape.numel(), hidden_shape[self.unit_dim]
+            first = [v["h_sum"] / h_numel, v["h_var"], v["h_dead"] / h_units]
+        else:
+            first = [nan, nan, nan]
+        if output_shape is not None:
+            out_numel = output_shape.numel()
+            rows = out_numel // output_shape[classes_dim] if output_shape.numel() else 1
+            last = [v["out_sum"] / out_numel, v["out_var"], v["out_min"], v["out_max"], v["out_sum"] / rows]
+        else:
+            last = [nan] * 5
+        if k:
+            bn = [sum(bn_values[:k]) / self.bn_features, sum(bn_values[k:]) / self.bn_features]
+        else:
+            bn = [nan, nan]
         l2 = [math.sqrt(s) for s in square_sums]
         scalars = _finite([
-            v["loss"], math.sqrt(sum(square_sums)), (total - sum(nonzero)) / total, v["dead_rows"] / units,
-            v["h_sum"] / h_numel, v["h_var"], v["h_dead"] / hidden_shape[1],
-            v["out_sum"] / out_numel, v["out_var"], v["out_min"], v["out_max"], v["out_sum"] / batch,
+            v["loss"], math.sqrt(sum(square_sums)), (total - sum(nonzero)) / total,
+            v["dead_rows"] / units if units else nan,
+            *first, *last,
             v["update_norm"] / max(v["weight_norm"], 1e-12),
-            v["bn_mean_abs_sum"] / self.bn.num_features, v["bn_var_sum"] / self.bn.num_features, float(scale)])
+            *bn, float(scale)])
         return {
             "loss": scalars[0],
             "grad_norm": scalars[1],

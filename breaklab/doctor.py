@@ -430,6 +430,11 @@ def detect_oversized_steps(st: list[dict], ep: list[dict], model: dict | None) -
 SCATTERED_ZERO_FRAC = 0.025
 
 
+def _first_layer_zero_frac(record: dict) -> float | None:
+    by_layer = record.get("zero_grad_frac_by_layer") or {}
+    return by_layer.get(symptoms.first_layer(by_layer))
+
+
 def detect_fp16_underflow(st: list[dict], ep: list[dict], model: dict | None) -> Finding | None:
     """Numerics. float16 rounds magnitudes below about 6e-8 to zero. Unscaled float16 gradients
     then have scattered exact-zero entries, unlike dead ReLUs, which zero whole rows. A loss
@@ -446,9 +451,10 @@ def detect_fp16_underflow(st: list[dict], ep: list[dict], model: dict | None) ->
     if scales != {1.0}:
         return None  # a GradScaler was active: underflow despite scaling is not this fault
     onset = next((r["step"] for r in st
-                  if ((r.get("zero_grad_frac_by_layer") or {}).get("fc1.weight") or 0)
+                  if (_first_layer_zero_frac(r) or 0)
                   - (r.get("dead_unit_frac") or 0) > SCATTERED_ZERO_FRAC), st[-1]["step"])
-    first = st[0].get("zero_grad_frac_by_layer", {}).get("fc1.weight") or 0
+    first = _first_layer_zero_frac(st[0]) or 0
+    layer = symptoms.first_layer(st[0].get("zero_grad_frac_by_layer") or {}) or "fc1.weight"
     evidence = [f"last {min(10, len(st))} steps: {100 * frac:.1f}% of first-layer weight-gradient "
                 f"entries are exactly zero outside dead units (scattered, not whole rows): float16 underflow",
                 f"the zeros grow as the gradients shrink: {100 * first:.1f}% at step 0, above "
@@ -457,7 +463,7 @@ def detect_fp16_underflow(st: list[dict], ep: list[dict], model: dict | None) ->
     return Finding("amp_no_scaling", "numerics", 0.9, evidence, onset,
                    f"step {onset}: scattered zero gradients",
                    "compute one batch's gradients with autocast off (float32) and count exact zeros "
-                   "in fc1.weight.grad: none in float32, several % in unscaled float16",
+                   f"in {layer}.grad: none in float32, several % in unscaled float16",
                    "use torch.amp.GradScaler: scaler.scale(loss).backward(); scaler.step(optimizer); "
                    "scaler.update()")
 

@@ -108,12 +108,19 @@ def chance_accuracy(ep: list[dict], below: float = 0.2) -> str | None:
     return None
 
 
+def first_layer(by_layer: dict[str, Any]) -> str | None:
+    """The first layer's weight in a per-layer dictionary: its first key (trainer.py's
+    fc1.weight; breaklab.Monitor writes the first weight layer it found first)."""
+    return next(iter(by_layer), None)
+
+
 def scattered_zero_frac(st: list[dict], window: int = 10) -> float | None:
     """Mean fraction of first-layer weight-gradient entries that are exactly zero outside whole
     dead rows, over the last `window` steps (None when the metrics lack it)."""
     vals = []
     for r in st[-window:]:
-        z = (r.get("zero_grad_frac_by_layer") or {}).get("fc1.weight")
+        by_layer = r.get("zero_grad_frac_by_layer") or {}
+        z = by_layer.get(first_layer(by_layer))
         if z is None or r.get("dead_unit_frac") is None:
             return None
         vals.append(z - r["dead_unit_frac"])
