@@ -34,12 +34,14 @@ def cli() -> None:
       breaklab train --break NAME   train with one break (same as python trainer.py)
       breaklab doctor RUN           diagnose a finished run from its measurements
       breaklab triage --break NAME  the ordered debugging procedure, as short experiments
+      breaklab exercise new ...     a plain training script with bugs to find, like an interview
     """
 
 
 def _register() -> None:
     from breaklab.commands.compare import compare
     from breaklab.commands.doctor import doctor
+    from breaklab.commands.exercise import exercise
     from breaklab.commands.grade import grade
     from breaklab.commands.kit import kit
     from breaklab.commands.list_breaks import list_breaks
@@ -59,6 +61,7 @@ def _register() -> None:
     cli.add_command(submit)
     cli.add_command(grade)
     cli.add_command(kit)
+    cli.add_command(exercise)
 
 
 _register()

@@ -295,6 +295,12 @@ def detect_summed_loss(st: list[dict], ep: list[dict], model: dict | None) -> Fi
                    "the default), not reduction='sum'")
 
 
+def _in_unit_interval(value: float | None) -> bool:
+    """A logged output bound in [0, 1]. An exact 0.0 counts: a softmax output underflows to 0 once
+    its logit gap passes about 100, which a loss fed probabilities pushes it to."""
+    return value is not None and 0.0 <= value <= 1.0
+
+
 def detect_probability_outputs(st: list[dict], ep: list[dict], model: dict | None) -> Finding | None:
     """Objective. F.cross_entropy expects logits (any real numbers). If every output row the loss
     sees lies in [0, 1] and sums to 1, softmax was applied first, and the loss has a floor
@@ -307,7 +313,7 @@ def detect_probability_outputs(st: list[dict], ep: list[dict], model: dict | Non
     if len(checked) < 5:
         return None
     probs = [r for r in checked if abs(r["logit_rowsum_mean"] - 1) < 1e-3
-             and (r.get("logit_min") or -1) >= 0 and (r.get("logit_max") or 2) <= 1]
+             and _in_unit_interval(r.get("logit_min")) and _in_unit_interval(r.get("logit_max"))]
     if len(probs) < 0.9 * len(checked):
         return None
     evidence = [f"the outputs fed to the loss lie in [0, 1] and sum to 1 per example on {len(probs)} of "

@@ -5,7 +5,8 @@ how it rewrites that line (a function of the line and the variant; an empty list
 what the key tells an instructor: the fix in words and two or three probing questions. Adding a
 bug to the exercises is one entry in MUTATIONS plus its site marker in the template.
 
-Every rewrite keeps the line's indentation and the script's style, so the buggy script reads like
+A mutation that does no measurable harm in some shape (see `applies`) is never put there: every
+bug of an exercise shows a symptom in the run's measurements. Every rewrite keeps the line's indentation and the script's style, so the buggy script reads like
 any other (tests/test_exercises.py checks it).
 """
 from __future__ import annotations
@@ -23,6 +24,10 @@ class Mutation:
     rewrite: Callable[[str, Variant], list[str]]  # the site line -> the buggy line(s)
     fix: str                                    # what the fix is, in words
     questions: tuple[str, ...]                  # probing questions for an interview
+    applies: Callable[[Variant], bool] = lambda variant: True  # the shapes where it shows a symptom
+    # Why its symptom shows whatever else is wrong, when that holds by construction (then the
+    # calibration measures it alone and in pairs, not in every larger combination).
+    certain: str | None = None
 
     def apply(self, line: str, variant: Variant) -> list[str]:
         new = self.rewrite(line, variant)
@@ -70,7 +75,9 @@ MUTATIONS: dict[str, Mutation] = {m.name: m for m in (
         ("The loss stays at 2.30 from the first step to the last: what does that number mean for a "
          "10-class classifier?",
          "How would you check that every image still carries its own label after loading?",
-         "What would a model trained on shuffled labels score on the training set itself?")),
+         "What would a model trained on shuffled labels score on the training set itself?"),
+        certain="the test labels do not belong to the test images either: no model scores above "
+                "chance (0.10) against them"),
     Mutation(
         "huge_lr", _times_100,
         "the learning rate is 100 times too large: restore it (0.05 for SGD with momentum, 1e-3 for Adam)",
@@ -82,7 +89,10 @@ MUTATIONS: dict[str, Mutation] = {m.name: m for m in (
         "clear the gradients once per step, before backward: optimizer.zero_grad()",
         ("What does loss.backward() do with the values already in .grad?",
          "How does the gradient norm evolve over the first 20 steps, and what would you expect?",
-         "When is accumulating gradients over several batches on purpose useful, and how is it done?")),
+         "When is accumulating gradients over several batches on purpose useful, and how is it done?"),
+        # Under a GradScaler the stale gradient is unscaled, 65536 times smaller than the new
+        # scaled one: no symptom. Only the float32 shapes get this bug.
+        applies=lambda variant: not variant.amp),
     Mutation(
         "loss_sum", lambda line, variant: [_replace_once(line, "nn.CrossEntropyLoss()",
                                                          'nn.CrossEntropyLoss(reduction="sum")')],
@@ -96,7 +106,8 @@ MUTATIONS: dict[str, Mutation] = {m.name: m for m in (
         "enable the GradScaler whenever float16 autocast is on: torch.amp.GradScaler(DEVICE, enabled=USE_AMP)",
         ("What is the smallest magnitude float16 can represent, and what happens to smaller gradients?",
          "What does a GradScaler do to the loss before backward, and to the gradients before the step?",
-         "Which measurement would show float16 underflow when the accuracy looks fine?")),
+         "Which measurement would show float16 underflow when the accuracy looks fine?"),
+        applies=lambda variant: variant.amp),
     Mutation(
         "double_softmax", _softmax_output,
         "return the raw logits from forward(): nn.CrossEntropyLoss applies log-softmax itself",
