@@ -83,6 +83,13 @@ class Alignment:
     def changed(self, start: int, end: int) -> bool:
         return any(tag != "equal" for tag, *_ in self._relevant(start, end))
 
+    def first_change(self, start: int, end: int) -> int | None:
+        """The learner's first changed line in [start, end) (0-based), or None."""
+        for tag, i1, i2, j1, j2 in self._relevant(start, end):
+            if tag != "equal":
+                return j1 if j2 > j1 else max(0, j1 - 1)
+        return None
+
     def learner_span(self, start: int, end: int) -> tuple[int, int] | None:
         """The learner's lines that stand for [start, end) of the old script, or None when a
         change there reaches beyond it (the region cannot be swapped out on its own)."""
@@ -232,9 +239,9 @@ def check(folder: Path, key_path: Path | None = None, timeout: float = DEFAULT_T
 
     results = []
     for bug in key_bugs:
-        span = alignment.learner_span(*bug["region"])
+        first = alignment.first_change(*bug["region"])
         results.append(BugResult(bug["name"], bug["line"], changed[bug["name"]], fixed[bug["name"]],
-                                 span[0] + 1 if span else None, bug))
+                                 None if first is None else first + 1, bug))
     created = key.get("created") or 0
     return CheckResult(folder, key_path, results, max(0.0, (time.time() if now is None else now) - created),
                        time.perf_counter() - started, trainings, notes)
