@@ -107,7 +107,8 @@ def test_variants_differ_in_model_optimizer_and_batching():
     assert "torch.optim.Adam" in texts["mlp-adam-index"] and "torch.optim.SGD" in texts["mlp-sgd-index"]
     assert "DataLoader(" in texts["cnn-adam-loader"] and "def batches(" in texts["cnn-adam-index"]
     for text in texts.values():  # the sample is sorted by digit: every shape shuffles every epoch
-        assert "shuffle=True, generator=generator" in text or "torch.randperm(len(labels), generator=generator)" in text
+        assert ("shuffle=True, generator=generator" in text
+                or "torch.randperm(len(labels), generator=generator)" in text)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -354,6 +355,17 @@ def test_bad_input_gives_one_line_errors(tmp_path):
     (tmp_path / "bad.key").write_text("{")
     r = runner.invoke(cli, ["exercise", "check", str(tmp_path / "empty"), "--key", str(tmp_path / "bad.key")])
     assert r.exit_code == 1 and "not readable JSON" in r.output
+    write_exercise(tmp_path / "ex", 3, 2, key_path=tmp_path / "ex.key")
+    key = json.loads((tmp_path / "ex.key").read_text())
+    key["bugs"][0]["region"] = "everywhere"
+    (tmp_path / "ex.key").write_text(json.dumps(key))
+    r = runner.invoke(cli, ["exercise", "check", str(tmp_path / "ex"), "--key", str(tmp_path / "ex.key")])
+    assert r.exit_code == 1 and "damaged" in r.output and "Traceback" not in r.output
+    (tmp_path / "ex" / "train.py").unlink()
+    key["bugs"][0]["region"] = [1, 2]
+    (tmp_path / "ex.key").write_text(json.dumps(key))
+    r = runner.invoke(cli, ["exercise", "check", str(tmp_path / "ex"), "--key", str(tmp_path / "ex.key")])
+    assert r.exit_code == 1 and "train.py" in r.output
 
 
 def test_doctor_sees_probabilities_that_reach_exactly_zero():

@@ -9,8 +9,8 @@ bugs easy (accuracy visibly off) or hard (only the measurements show them).
 
 A combination of three or four bugs that holds a bug whose symptom shows by construction
 (Mutation.certain: shuffled labels leave every model at chance) is not run; that bug is measured
-alone and in every pair. It takes about 15 minutes of CPU (320 trainings); --jobs 2 runs two processes side by side, and
-a variant already in the output file is kept unless --redo.
+alone and in every pair. It takes about 15 minutes of CPU (320 trainings); --jobs 2 runs two
+processes side by side, and a variant already in the output file is kept unless --redo.
 """
 from __future__ import annotations
 

@@ -165,7 +165,9 @@ class CheckResult:
 def _report_order(bugs: list[BugResult], reveal: bool) -> list[BugResult]:
     """With --reveal, in the script's order; without, the fixed ones first and nothing that says
     where the others are."""
-    return sorted(bugs, key=lambda b: b.line) if reveal else sorted(bugs, key=lambda b: (not b.fixed, b.learner_line or 0))
+    if reveal:
+        return sorted(bugs, key=lambda b: b.line)
+    return sorted(bugs, key=lambda b: (not b.fixed, b.learner_line or 0))
 
 
 def _with_regions_put_back(learner: list[str], alignment: Alignment, key_bugs: list[dict],

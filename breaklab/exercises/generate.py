@@ -245,8 +245,8 @@ def task_text(n_bugs: int, variant: Variant, ref: float) -> str:
             f"runs without an error.\n\n"
             f"Find and fix them. Run the script with `python train.py`; it records per-step "
             f"measurements in `run/`, which `breaklab doctor run` reads.\n\n"
-            f"When you think you are done: `breaklab exercise check .` (in this folder) says how many "
-            f"bugs are fixed, without naming the others.\n")
+            f"When you think you are done, `breaklab exercise check FOLDER` (`.` in this folder) says "
+            f"how many bugs are fixed, without naming the others.\n")
 
 
 CLASS_KEY_FORMAT = "breaklab.exercise-class-key"
@@ -354,7 +354,8 @@ def write_class(out: Path, roster: Path, seed: int, n_bugs: int = 1, level: str 
     for name in names:
         if (out / name / SCRIPT_NAME).exists():
             raise ExerciseError(f"{out / name / SCRIPT_NAME} already exists; choose another --out")
-    cat = catalogue()
+    calibration = load_calibration()
+    cat = catalogue(calibration)
     created = time.time() if now is None else now
     taken: set[tuple[str, tuple[str, ...]]] = set()
     keys, written = {}, {}
@@ -372,13 +373,29 @@ def write_class(out: Path, roster: Path, seed: int, n_bugs: int = 1, level: str 
         from breaklab.atomic import atomic_write_text
 
         atomic_write_text(folder / SCRIPT_NAME, buggy.text)
-        ref, _ = reference(load_calibration(), variant)
+        ref, _ = reference(calibration, variant)
         atomic_write_text(folder / "TASK.md", task_text(len(bugs), variant, ref))
         keys[name] = make_key(student_seed, level, variant, buggy, created)
         written[name] = Written(folder, key_path, variant, bugs)
     _write_json(key_path, {"format": CLASS_KEY_FORMAT, "version": KEY_VERSION, "seed": seed,
                            "created": created, "exercises": keys})
     return key_path, written
+
+
+def _key_is_whole(data: dict) -> bool:
+    """The fields the check reads, with the types it reads them as."""
+    try:
+        Variant.parse(data["variant"])
+        ok = isinstance(data["script"], str) and isinstance(data["clean_script"], str)
+        for bug in data["bugs"]:
+            start, end = bug["region"]
+            ok = ok and bug["name"] in MUTATIONS and isinstance(bug["line"], int) and 0 <= start <= end
+            ok = ok and all(isinstance(line, str) for key in ("buggy_lines", "clean_lines", "region_clean_lines")
+                            for line in bug[key])
+            ok = ok and isinstance(bug["fix"], str) and all(isinstance(q, str) for q in bug["questions"])
+        return ok and isinstance(data.get("created", 0), (int, float))
+    except (KeyError, TypeError, ValueError):
+        return False
 
 
 def read_key(folder: Path, key_path: Path | None = None) -> tuple[dict, Path]:
@@ -393,7 +410,8 @@ def read_key(folder: Path, key_path: Path | None = None) -> tuple[dict, Path]:
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError) as e:
-            raise ExerciseError(f"the key {path} is not readable JSON ({e}); use the key `exercise new` wrote") from None
+            raise ExerciseError(f"the key {path} is not readable JSON ({e}); use the key `exercise new` "
+                                f"wrote") from None
         if not isinstance(data, dict):
             raise ExerciseError(f"{path} is not an exercise key")
         if data.get("format") == CLASS_KEY_FORMAT:
@@ -404,6 +422,9 @@ def read_key(folder: Path, key_path: Path | None = None) -> tuple[dict, Path]:
             data = entry
         if data.get("format") != KEY_FORMAT or data.get("version") != KEY_VERSION:
             raise ExerciseError(f"{path} is not a version-{KEY_VERSION} exercise key")
+        if not _key_is_whole(data):
+            raise ExerciseError(f"the key {path} is damaged (a field is missing or of the wrong type); "
+                                f"use the key `exercise new` wrote")
         return data, path
     if key_path:
         raise ExerciseError(f"the key {key_path} does not exist")

@@ -6,8 +6,9 @@ what the key tells an instructor: the fix in words and two or three probing ques
 bug to the exercises is one entry in MUTATIONS plus its site marker in the template.
 
 A mutation that does no measurable harm in some shape (see `applies`) is never put there: every
-bug of an exercise shows a symptom in the run's measurements. Every rewrite keeps the line's indentation and the script's style, so the buggy script reads like
-any other (tests/test_exercises.py checks it).
+bug of an exercise shows a symptom in the run's measurements. Every rewrite keeps the line's
+indentation and the script's style, so the buggy script reads like any other
+(tests/test_exercises.py checks it).
 """
 from __future__ import annotations
 
@@ -117,7 +118,8 @@ MUTATIONS: dict[str, Mutation] = {m.name: m for m in (
     Mutation(
         "eval_mode", lambda line, variant: [_replace_once(line, "model.train()", "model.eval()")],
         "put the model in training mode before the training steps: model.train()",
-        ("What do BatchNorm and Dropout do differently in model.train() and model.eval()?",
+        ("What does BatchNorm do differently in model.train() and model.eval() (and Dropout, where "
+         "there is one)?",
          "Which of BatchNorm's buffers change during training, and what would you expect them to read?",
          "Where in a training loop do model.train() and model.eval() belong?")),
 )}

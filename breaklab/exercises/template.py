@@ -3,9 +3,10 @@
 The template below is an ordinary PyTorch script with three kinds of markup, all removed when it
 is rendered (so nothing of it reaches the learner):
 
-* ``[tag]line`` (or ``[tag] line`` for an unindented one): the line belongs to the shapes with that tag only (``mlp``/``cnn`` the model,
-  ``sgd``/``adam`` the optimizer, ``loader``/``index`` the batching style); a line holding only
-  ``[tag]`` opens a block of such lines, ``[end]`` closes it;
+* ``[tag]line`` (``[tag] line`` when the line is not indented): the line belongs to the shapes
+  with that tag only (``mlp``/``cnn`` the model, ``sgd``/``adam`` the optimizer,
+  ``loader``/``index`` the batching style); a line holding only ``[tag]`` opens a block of such
+  lines, ``[end]`` closes it;
 * ``  #@site`` at the end of a line: the line a mutation of that name rewrites
   (breaklab/exercises/mutations.py);
 * ``#@begin name`` / ``#@end name`` on lines of their own: a region, the span of code where a fix
