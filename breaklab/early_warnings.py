@@ -9,9 +9,10 @@ doctor reports as an observation, is warned about too.
 
 The detectors read the whole history, so running all of them at every step would cost more as
 the run grows. They run at every one of the first DENSE_STEPS steps (where the doctor's
-signatures are: step 0's loss and update, the first 10-30 steps' rises), then whenever the run
-has grown by 10% (at least every 16 steps), and at every epoch record; a finding that first
-appears late in a long run is reported within 10% of its step. The history is kept without the
+signatures are: step 0's loss and update, the first 10-30 steps' rises), then every 16 steps or
+every 10% of the run so far, whichever is longer, at every epoch record, and at a non-finite
+loss; a finding that first appears late in a long run is reported within 16 steps or 10% of its
+step. The history is kept without the
 per-layer dictionaries, except the first layer's fraction of zero gradients, which is all the
 detectors read of them.
 """
@@ -23,6 +24,7 @@ from typing import Any, Iterable
 from breaklab import doctor, symptoms
 
 DENSE_STEPS = 32
+SPARSE_EVERY = 16
 NONFINITE = "nonfinite_loss"  # the name stop_on uses for a NaN or infinite loss
 
 
@@ -73,7 +75,7 @@ class EarlyWarnings:
             self.steps.append(_slim(record))
             n = len(self.steps)
             if n <= DENSE_STEPS or n >= self._next_check:
-                self._next_check = max(n + 1, min(n + 16, int(n * 1.1)))
+                self._next_check = n + max(SPARSE_EVERY, n // 10)
                 return self._check(record["step"])
             if record.get("loss_finite") is False:
                 return self._check(record["step"])

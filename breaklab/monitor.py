@@ -57,10 +57,17 @@ class Monitor:
     warn: print a line the moment one of the doctor's detectors fires (once per finding).
     stop_on: stop the run when a finding fires: True (any), or names such as "huge_lr",
         "missing_zero_grad", "nonfinite_loss" (after_step raises TrainingStopped).
+
+    For a loop that manages its own run folder (trainer.py): `logger` writes the records
+    instead of a new MetricLogger (one with a resumed run's records and a progress bar),
+    `start_step` / `start_epoch` continue a resumed run's count, and `run_files=False` leaves
+    meta.json and summary.json to the caller.
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, out: str | Path = "runs/monitor",
-                 scaler: Any = None, warn: bool = False, stop_on: Any = None):
+                 scaler: Any = None, warn: bool = False, stop_on: Any = None, *,
+                 logger: MetricLogger | None = None, start_step: int = 0, start_epoch: int = 0,
+                 run_files: bool = True):
         if not isinstance(model, nn.Module):
             raise TypeError(f"Monitor(model, ...): model must be a torch.nn.Module, got {type(model).__name__}")
         if not isinstance(optimizer, torch.optim.Optimizer):
@@ -69,21 +76,24 @@ class Monitor:
         self.model, self.optimizer, self.scaler = model, optimizer, scaler
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "summary.json").unlink(missing_ok=True)  # never beside another run's metrics
+        self.run_files = run_files
+        if run_files:
+            (self.out / "summary.json").unlink(missing_ok=True)  # never beside another run's metrics
         self.warn = warn
         self.early = EarlyWarnings(stop_on) if (warn or parse_stop_on(stop_on)) else None
-        self.logger = MetricLogger(self.out / "metrics.jsonl", show_progress=False)
+        self.logger = logger if logger is not None else MetricLogger(self.out / "metrics.jsonl", show_progress=False)
         self.layers: Layers | None = None
         self._watch: ForwardWatch | None = ForwardWatch(model)
         self._diag: StepDiagnostics | None = None
         self._hooks: list[Any] = []
+        self._last_hook: Any = None  # only needed while after_step is called without outputs
         self._hidden: torch.Tensor | None = None
         self._last_output: torch.Tensor | None = None
-        self.step, self.epoch_index = 0, 0
+        self.step, self.epoch_index = start_step, start_epoch
         self._pending: dict[str, Any] | None = None  # what before_step saw, for after_step
         self._losses: list[float | None] = []
-        self._correct: torch.Tensor | None = None
-        self._seen = 0
+        self._predictions: list[torch.Tensor] = []  # compared with the targets once, at epoch()
+        self._targets: list[torch.Tensor] = []
         self._closed = False
         self.stopped: str | None = None
 
@@ -112,6 +122,9 @@ class Monitor:
             raise RuntimeError("Monitor.after_step() without before_step(): call mon.before_step() after "
                                "loss.backward() and before optimizer.step()")
         pending, self._pending = self._pending, None
+        if outputs is not None and self._last_hook is not None:  # the loop passes its outputs
+            self._last_hook.remove()
+            self._last_hook = None
         scaler = self.scaler
         skipped = bool(scaler is not None and scaler.is_enabled() and scaler.get_scale() < pending["scale"])
         if not isinstance(loss, torch.Tensor):
@@ -122,7 +135,7 @@ class Monitor:
             record = self._diag.after_step(loss=loss.detach(), outputs=seen_outputs, hidden=self._hidden,
                                            scale=pending["scale"], step_skipped=skipped, classes_dim=classes_dim)
             batch = _batch_size(targets, seen_outputs, self._hidden)
-            self._count_correct(outputs, targets, classes_dim)
+            self._count_correct(seen_outputs, targets, classes_dim)
         self._hidden = self._last_output = None
         full = {"type": "step", "step": self.step, "epoch": self.epoch_index, "batch_size": batch,
                 "lr": pending["lr"], **record}
@@ -139,10 +152,15 @@ class Monitor:
         the targets passed to after_step) unless given. Extra numbers are written after the
         standard fields."""
         self._check_open()
+        clash = sorted(set(extra) & {"type", "epoch", "step"})
+        if clash:
+            raise TypeError(f"Monitor.epoch(): {', '.join(clash)} are counted by the Monitor; give your "
+                            f"numbers other names")
         if train_loss is None and self._losses:
             train_loss = None if None in self._losses else sum(self._losses) / len(self._losses)
-        if train_acc is None and self._correct is not None and self._seen:
-            train_acc = int(self._correct.item()) / self._seen
+        if train_acc is None and self._predictions:
+            correct = (torch.cat(self._predictions) == torch.cat(self._targets)).sum().item()
+            train_acc = correct / sum(t.numel() for t in self._targets)
         record = finite_or_none({
             "type": "epoch", "epoch": self.epoch_index, "step": self.step,
             "train_loss": _number(train_loss), "train_acc": _number(train_acc),
@@ -150,7 +168,7 @@ class Monitor:
             **{k: _number(v) for k, v in extra.items()}})
         self.logger.log_epoch(record)
         self.epoch_index += 1
-        self._losses, self._correct, self._seen = [], None, 0
+        self._losses, self._predictions, self._targets = [], [], []
         self._observe(record)
         return record
 
@@ -167,6 +185,8 @@ class Monitor:
         if self._watch is not None:
             self._watch.remove()
             self._watch = None
+        if not self.run_files:
+            return
         from breaklab.atomic import atomic_write_text
         from breaklab.metric_log import read_metrics
         from breaklab.symptoms import summarize
@@ -207,7 +227,7 @@ class Monitor:
             self._hooks.append(layers.activation_module.register_forward_hook(
                 self._keep_input if layers.activation_is_input else self._keep_output))
         if layers.last_module is not None:
-            self._hooks.append(layers.last_module.register_forward_hook(self._keep_last))
+            self._last_hook = layers.last_module.register_forward_hook(self._keep_last)
         if self.warn:
             d = layers.describe()
             print(f"breaklab monitor: first layer {d['first']} (activations: {d['activations']}), "
@@ -227,14 +247,14 @@ class Monitor:
             self._last_output = output
 
     def _count_correct(self, outputs: torch.Tensor | None, targets: torch.Tensor | None, classes_dim: int) -> None:
-        """Correct predictions, added up on the device (read once per epoch)."""
+        """Keep the step's predicted classes and its targets; epoch() compares them all at once
+        (one small kernel a step, as trainer.py does, instead of a comparison and a sum)."""
         if outputs is None or targets is None or targets.is_floating_point():
             return
         if outputs.dim() != targets.dim() + 1:
             return
-        right = torch.sum(outputs.argmax(dim=classes_dim) == targets)
-        self._correct = right if self._correct is None else self._correct.add_(right)
-        self._seen += targets.numel()
+        self._predictions.append(outputs.detach().argmax(dim=classes_dim).reshape(-1))
+        self._targets.append(targets.detach().reshape(-1))
 
     def _observe(self, record: dict[str, Any]) -> None:
         if self.early is None:
@@ -248,9 +268,9 @@ class Monitor:
             raise TrainingStopped(f"stopped at step {stop.step}: {stop.line}")
 
     def _remove_hooks(self) -> None:
-        for h in self._hooks:
+        for h in self._hooks + ([self._last_hook] if self._last_hook is not None else []):
             h.remove()
-        self._hooks = []
+        self._hooks, self._last_hook = [], None
 
     def _check_open(self) -> None:
         if self._closed:

@@ -15,6 +15,19 @@ from typing import Any
 from breaklab.canonical_setup import atomic_write_bytes
 
 LAYERS = ["fc1.weight", "fc1.bias", "bn1.weight", "bn1.bias", "fc2.weight", "fc2.bias"]
+MAX_LAYER_CURVES = 6
+
+
+def layers_of(steps: list[dict]) -> list[str]:
+    """The parameter tensors a run measured, first layer first (trainer.py's: LAYERS). A model
+    with more than MAX_LAYER_CURVES of them shows its weights only, first and last kept."""
+    names = list((steps[0].get("grad_norm_by_layer") or {}) if steps else []) or LAYERS
+    if len(names) <= MAX_LAYER_CURVES:
+        return names
+    weights = [n for n in names[1:] if n.endswith("weight")] or names[1:]
+    middle, last = weights[:-1], weights[-1]
+    step = max(1, -(-len(middle) // (MAX_LAYER_CURVES - 2)))
+    return [names[0], *middle[::step][:MAX_LAYER_CURVES - 2], last]
 SYMPTOM_COLOR = "#d62728"
 
 
@@ -99,8 +112,9 @@ def report_png(run, diagnosis) -> bytes:
     ax.set_title("learning rate used by the optimizer")
 
     ax = axes[3]
+    layers = layers_of(st)
     ax.plot(x, _series(st, "grad_norm"), color="black", lw=1.5, label="global")
-    for layer in LAYERS:
+    for layer in layers:
         ax.plot(x, _series(st, "grad_norm_by_layer", layer), lw=0.8, label=layer)
     global_norm = [v for v in _series(st, "grad_norm") if not math.isnan(v)]
     if global_norm and max(global_norm) > 0:
@@ -110,8 +124,10 @@ def report_png(run, diagnosis) -> bytes:
 
     ax = axes[4]
     ax.plot(x, _series(st, "zero_grad_frac"), label="all gradient entries")
-    ax.plot(x, _series(st, "zero_grad_frac_by_layer", "fc1.weight"), label="fc1.weight entries")
-    ax.plot(x, _series(st, "dead_unit_frac"), label="dead units (whole fc1 rows)")
+    first = layers[0]
+    ax.plot(x, _series(st, "zero_grad_frac_by_layer", first), label=f"{first} entries")
+    ax.plot(x, _series(st, "dead_unit_frac"),
+            label=f"dead units (whole {first.rsplit('.', 1)[0]} rows)")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title("fraction of gradients exactly zero")
 

@@ -12,12 +12,19 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_import_breaklab_stays_free_of_torch_until_monitor_is_asked_for():
+def test_import_breaklab_stays_free_of_torch_and_monitor_is_lazy():
     code = ("import sys, breaklab; assert 'torch' not in sys.modules, 'import breaklab imported torch'; "
-            "from breaklab import Monitor; assert 'torch' in sys.modules; print(Monitor.__name__)")
+            "print(sorted(n for n in ('Monitor', 'TrainingStopped', 'EarlyWarnings') if n in dir(breaklab) "
+            "or n in vars(breaklab)))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "Monitor"
+    assert proc.stdout.strip() == "[]"  # not imported yet: __getattr__ imports them when asked
+    from breaklab import EarlyWarnings, Monitor, TrainingStopped
+    from breaklab.monitor import Monitor as defined
+
+    assert Monitor is defined and TrainingStopped.__name__ == "TrainingStopped" and EarlyWarnings
+    with pytest.raises(ImportError):
+        from breaklab import NoSuchThing  # noqa: F401
 
 
 # -- layer discovery: one forward pass, no training ------------------------------------------
@@ -261,3 +268,14 @@ def test_monitor_on_trainers_loop_writes_trainers_bytes(tmp_path, amp):
     theirs = (tmp_path / "trainer" / "metrics.jsonl").read_bytes()
     assert ours.count(b"\n") == theirs.count(b"\n") == 1 + 63 + 1
     assert ours == theirs
+
+
+@pytest.mark.slow
+def test_bench_monitor_runs_every_arm_side_by_side():
+    proc = subprocess.run([sys.executable, "benchmarks/bench_monitor.py", "--rounds", "1", "--mlp-steps", "10",
+                           "--cnn-steps", "2"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    for setup in ("MLP, SGD", "MLP, Adam", "CNN, Adadelta"):
+        for arm in ("bare", "+ Monitor", "+ Monitor(warn=True)"):
+            assert f"| {setup}" in proc.stdout and f"| {arm}" in proc.stdout
+    assert "goal: Monitor within 1.3x of the bare MLP step" in proc.stdout

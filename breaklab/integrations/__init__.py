@@ -1,0 +1,1 @@
+"""Adapters that feed breaklab's Monitor from training frameworks (extras: breaklab[lightning])."""
