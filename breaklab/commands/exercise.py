@@ -12,7 +12,7 @@ def exercise() -> None:
 
     \b
       breaklab exercise new --seed 1234 --bugs 3 --out ex --key ex.key
-      python ex/train.py                    # it runs; something is off
+      cd ex && python train.py && cd ..    # it runs; something is off
       breaklab exercise check ex --key ex.key
       breaklab exercise check ex --key ex.key --reveal
     """

@@ -244,7 +244,8 @@ def task_text(n_bugs: int, variant: Variant, ref: float) -> str:
             f"(under a minute). As it stands it has {bugs}: each one is an ordinary line of code that "
             f"runs without an error.\n\n"
             f"Find and fix them. Run the script with `python train.py`; it records per-step "
-            f"measurements in `run/`, which `breaklab doctor run` reads.\n\n"
+            f"measurements in `run/`, which `breaklab doctor run` reads. Keep the `monitor` lines: "
+            f"the check reads what they record.\n\n"
             f"When you think you are done, `breaklab exercise check FOLDER` (`.` in this folder) says "
             f"how many bugs are fixed, without naming the others.\n")
 
