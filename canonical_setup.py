@@ -183,6 +183,13 @@ def unpacked_sample_root(sums: dict[str, str]) -> Path:
                      "(set BREAKLAB_CACHE to a writable directory)")
 
 
+def mnist_sample_root() -> str:
+    """The folder to give ``torchvision.datasets.MNIST(root, ...)`` for the bundled sample: the
+    files are checked against their SHA-256 and unpacked once into the cache. Scripts written
+    outside breaklab (the exercises' train.py) call this and read the data themselves."""
+    return str(unpacked_sample_root(verify_sample()))
+
+
 def _cache_intact(folder: Path) -> bool:
     """The unpacked files are there and match the SHA-256 recorded when they were unpacked
     (about 4 MB to hash: milliseconds)."""

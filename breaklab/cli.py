@@ -34,6 +34,7 @@ def cli() -> None:
       breaklab doctor RUN           diagnose a finished run from its measurements
       breaklab triage --break NAME  the ordered debugging procedure, as short experiments
       ./demo_run.sh 5 mystery       a hidden break: breaklab hint RUN, breaklab reveal RUN --guess NAME
+      breaklab exercise new ...     a plain training script with bugs to find, like an interview
     """
 
 
@@ -41,6 +42,7 @@ def _register() -> None:
     from breaklab.commands.autograder import autograder
     from breaklab.commands.compare import compare
     from breaklab.commands.doctor import doctor
+    from breaklab.commands.exercise import exercise
     from breaklab.commands.grade import grade
     from breaklab.commands.hint import hint
     from breaklab.commands.kit import kit
@@ -65,6 +67,7 @@ def _register() -> None:
     cli.add_command(grade)
     cli.add_command(kit)
     cli.add_command(autograder)
+    cli.add_command(exercise)
 
 
 _register()
