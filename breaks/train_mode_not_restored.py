@@ -1,5 +1,4 @@
-"""train_mode_not_restored: model.train() is called once, before the model's first training step.
-"""
+"""train_mode_not_restored: model.train() is called once, before the model's first training step."""
 from __future__ import annotations
 
 import weakref
@@ -12,7 +11,7 @@ from breaklab.breaks.base import Break
 class TrainModeNotRestored(Break):
     name = "train_mode_not_restored"
     category = "mode"
-    description = "model.train() only before the first step, not again after an evaluation"
+    description = "model.train() called once, before the first training step"
     symptom = "none measurable on accuracy: BatchNorm statistics frozen from epoch 2"
     metric = "bn_running_var_mean"
     hook = "set_mode"
