@@ -17,11 +17,8 @@ class TrainModeNotRestored(Break):
     hook = "set_mode"
     control = True
 
-    def __init__(self, seed: int = 0):
-        super().__init__(seed)
-        self._started: weakref.WeakSet = weakref.WeakSet()
-
     def set_mode(self, model: nn.Module) -> None:
-        if model not in self._started:
+        started = self.__dict__.setdefault("_started", weakref.WeakSet())
+        if model not in started:
             model.train()
-            self._started.add(model)
+            started.add(model)

@@ -123,6 +123,10 @@ def test_the_kit_leaves_out_private_files_and_every_pointer_to_the_answers(kit):
 
     full = (ROOT / "README.md").read_text()
     assert "solutions/" in full and "solutions" not in student_copy("README.md", full)
+    # The break table's generator prints its fenced note with the table, and README.md has it.
+    from breaklab.solutions.catalogue import MADE_BY
+
+    assert MADE_BY in full and student_copy("x.md", MADE_BY + "\n") == ""
 
 
 def test_an_unpaired_marker_is_refused_not_handed_out():
