@@ -1,6 +1,4 @@
-"""acc_broadcast: predictions are taken with argmax(dim=1, keepdim=True), shape (N, 1), and
-compared with the (N,) labels.
-"""
+"""acc_broadcast: predictions of shape (N, 1) are compared with labels of shape (N,)."""
 from __future__ import annotations
 
 import torch

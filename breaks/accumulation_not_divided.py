@@ -1,6 +1,4 @@
-"""accumulation_not_divided: each batch goes through in 4 micro-batches whose gradients add up
-before the optimizer step; each micro-batch contributes its mean loss.
-"""
+"""accumulation_not_divided: 4 micro-batches per step, each backpropagating its own mean loss."""
 from __future__ import annotations
 
 import torch

@@ -1,6 +1,4 @@
-"""clip_before_unscale: under float16 autocast with a GradScaler and gradient clipping (max norm
-1.0 unless --clip-grad sets one), the gradients are clipped first and unscaled after.
-"""
+"""clip_before_unscale: under AMP with clipping, the gradients are clipped, then unscaled."""
 from __future__ import annotations
 
 import torch

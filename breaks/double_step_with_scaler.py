@@ -1,6 +1,4 @@
-"""double_step_with_scaler: under float16 autocast with a GradScaler, optimizer.step() is called
-after scaler.step(optimizer).
-"""
+"""double_step_with_scaler: under AMP, optimizer.step() runs after scaler.step(optimizer)."""
 from __future__ import annotations
 
 import torch

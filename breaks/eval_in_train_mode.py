@@ -1,5 +1,4 @@
-"""eval_in_train_mode: the test pass runs in the mode the training steps left the model in.
-"""
+"""eval_in_train_mode: the test pass runs in the mode the training steps left the model in."""
 from __future__ import annotations
 
 from torch import nn

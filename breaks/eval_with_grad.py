@@ -1,5 +1,4 @@
-"""eval_with_grad: the test pass runs with autograd on.
-"""
+"""eval_with_grad: the test pass runs with autograd on."""
 from __future__ import annotations
 
 import contextlib

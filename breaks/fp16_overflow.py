@@ -1,6 +1,4 @@
-"""fp16_overflow: under float16 autocast, cross-entropy is computed by hand as
-log(sum(exp(outputs))) minus the label's output.
-"""
+"""fp16_overflow: under float16 autocast, the loss is log(sum(exp(outputs))) - label's output."""
 from __future__ import annotations
 
 import torch

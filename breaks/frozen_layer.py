@@ -1,5 +1,4 @@
-"""frozen_layer: the first linear layer has requires_grad set to False.
-"""
+"""frozen_layer: the first linear layer has requires_grad set to False."""
 from __future__ import annotations
 
 from typing import Iterable

@@ -1,5 +1,4 @@
-"""label_shift: each training label is replaced by the next class: 0 -> 1, 1 -> 2, ..., 9 -> 0.
-"""
+"""label_shift: each training label is replaced by the next class: 0 -> 1, ..., 9 -> 0."""
 from __future__ import annotations
 
 import torch

@@ -1,5 +1,4 @@
-"""layer_not_in_optimizer: the optimizer is given the parameters of bn1 and fc2 only.
-"""
+"""layer_not_in_optimizer: the optimizer is given the parameters of bn1 and fc2 only."""
 from __future__ import annotations
 
 from typing import Iterable

@@ -1,5 +1,4 @@
-"""log_of_softmax: the loss is F.nll_loss on torch.log of the softmax of the outputs.
-"""
+"""log_of_softmax: the loss is F.nll_loss on torch.log of the softmax of the outputs."""
 from __future__ import annotations
 
 import torch
@@ -11,7 +10,7 @@ from breaklab.breaks.base import Break
 class LogOfSoftmax(Break):
     name = "log_of_softmax"
     category = "objective"
-    description = "F.nll_loss(torch.log(softmax(logits))) instead of cross-entropy on logits"
+    description = "F.nll_loss(torch.log(softmax(logits))) as the loss, in float32"
     symptom = "none measurable in float32: the same loss to 1e-6"
     metric = "loss"
     hook = "loss"

@@ -1,6 +1,4 @@
-"""log_of_softmax_amp: under float16 autocast, the loss is F.nll_loss on torch.log of the softmax
-of the outputs.
-"""
+"""log_of_softmax_amp: under float16 autocast, the loss is F.nll_loss of torch.log(softmax)."""
 from __future__ import annotations
 
 import torch

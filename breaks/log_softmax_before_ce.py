@@ -1,5 +1,4 @@
-"""log_softmax_before_ce: log_softmax is applied to the logits before F.cross_entropy.
-"""
+"""log_softmax_before_ce: log_softmax is applied to the logits before F.cross_entropy."""
 from __future__ import annotations
 
 import torch

@@ -1,6 +1,4 @@
-"""loss_all_pairs: the loss picks each label's log-probability with log_probs[:, y] and takes the
-mean.
-"""
+"""loss_all_pairs: the loss is minus the mean of log_softmax(outputs)[:, y]."""
 from __future__ import annotations
 
 import torch

@@ -1,5 +1,4 @@
-"""loss_kept: the epoch's running loss adds up the loss tensors themselves.
-"""
+"""loss_kept: the epoch's running loss adds up the loss tensors themselves."""
 from __future__ import annotations
 
 import torch

@@ -1,5 +1,4 @@
-"""mse_onehot: the loss is the mean squared error between the model's outputs and one-hot targets.
-"""
+"""mse_onehot: the loss is the mean squared error between the outputs and one-hot targets."""
 from __future__ import annotations
 
 import torch
@@ -12,7 +11,7 @@ class MSEOneHot(Break):
     name = "mse_onehot"
     category = "objective"
     description = "mean squared error between the logits and one-hot targets"
-    symptom = "initial loss about 0.1 instead of ln 10; a few points of test accuracy lost"
+    symptom = "initial loss about 0.1, not ln 10; a few points of test accuracy lost"
     metric = "loss"
     hook = "loss"
 

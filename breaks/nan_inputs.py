@@ -1,5 +1,4 @@
-"""nan_inputs: four training images carry one NaN pixel each (which four depends on the seed).
-"""
+"""nan_inputs: four training images carry one NaN pixel each (which four depends on the seed)."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING

@@ -1,5 +1,4 @@
-"""nll_on_logits: the loss is F.nll_loss applied to the model's outputs.
-"""
+"""nll_on_logits: the loss is F.nll_loss applied to the model's outputs."""
 from __future__ import annotations
 
 import torch

@@ -1,5 +1,4 @@
-"""no_shuffle: the training batches follow the dataset's stored order, the same order every epoch.
-"""
+"""no_shuffle: the training batches follow the dataset's stored order, every epoch."""
 from __future__ import annotations
 
 from typing import Iterator

@@ -1,6 +1,4 @@
-"""no_warmup: the learning-rate schedule has no warmup: the cosine decay starts at the full
-learning rate.
-"""
+"""no_warmup: the cosine learning-rate decay starts at the full rate from step 0."""
 from __future__ import annotations
 
 from breaklab.breaks.base import Break

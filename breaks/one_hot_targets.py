@@ -1,5 +1,4 @@
-"""one_hot_targets: cross-entropy is given one-hot probability targets instead of class indices.
-"""
+"""one_hot_targets: cross-entropy is given one-hot probability targets."""
 from __future__ import annotations
 
 import torch
@@ -11,7 +10,7 @@ from breaklab.breaks.base import Break
 class OneHotTargets(Break):
     name = "one_hot_targets"
     category = "target"
-    description = "F.cross_entropy with one-hot float targets instead of class indices"
+    description = "F.cross_entropy with one-hot float targets"
     symptom = "none measurable: the same loss to 1e-6"
     metric = "loss"
     hook = "loss"

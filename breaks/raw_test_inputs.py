@@ -1,6 +1,4 @@
-"""raw_test_inputs: the test images go to the model as pixel values in 0..1; the training images
-are standardised with the MNIST mean and standard deviation.
-"""
+"""raw_test_inputs: test images go in as 0..1 pixel values; training images are standardised."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING

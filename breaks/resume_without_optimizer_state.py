@@ -1,7 +1,4 @@
-"""resume_without_optimizer_state: on resume, the optimizer starts fresh instead of loading its
-saved state. The run continues from its own checkpoint after epoch 1, as a resumed process
-would.
-"""
+"""resume_without_optimizer_state: on resume, the optimizer keeps the state it was built with."""
 from __future__ import annotations
 
 import torch

@@ -1,6 +1,4 @@
-"""resume_without_rng_state: on resume, the RNGs keep the state the fresh process seeded them with.
-The run continues from its own checkpoint after epoch 1, as a resumed process would.
-"""
+"""resume_without_rng_state: on resume, the RNGs keep the state the fresh process seeded them with."""
 from __future__ import annotations
 
 from breaklab.breaks.base import Break

@@ -1,6 +1,4 @@
-"""same_order_every_epoch: the training batches are shuffled once: every epoch visits them in that
-same order.
-"""
+"""same_order_every_epoch: the training batches are shuffled once; every epoch uses that order."""
 from __future__ import annotations
 
 from typing import Iterator

@@ -1,6 +1,4 @@
-"""scheduler_not_stepped: the learning-rate scheduler is built but scheduler.step() is never
-called.
-"""
+"""scheduler_not_stepped: the learning-rate scheduler is built; scheduler.step() is not called."""
 from __future__ import annotations
 
 import torch

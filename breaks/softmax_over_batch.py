@@ -1,6 +1,4 @@
-"""softmax_over_batch: the loss is F.nll_loss on log_softmax taken over dim=0 of the (N, 10)
-outputs.
-"""
+"""softmax_over_batch: the loss is F.nll_loss of log_softmax over dim=0 of the (N, 10) outputs."""
 from __future__ import annotations
 
 import torch
@@ -12,8 +10,8 @@ from breaklab.breaks.base import Break
 class SoftmaxOverBatch(Break):
     name = "softmax_over_batch"
     category = "shapes"
-    description = "log_softmax over dim=0 (the batch) instead of dim=1 (the classes) in the loss"
-    symptom = "initial loss ln(batch size) = 4.16 instead of ln 10; lower test accuracy"
+    description = "log_softmax over dim=0 (the batch dimension) in the loss"
+    symptom = "initial loss ln(batch size) = 4.16, not ln 10; lower test accuracy"
     metric = "loss"
     hook = "loss"
 

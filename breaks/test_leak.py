@@ -1,5 +1,4 @@
-"""test_leak: the model trains on the training split and the test split together.
-"""
+"""test_leak: the model trains on the training split and the test split together."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING

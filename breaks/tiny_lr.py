@@ -1,5 +1,4 @@
-"""tiny_lr: the optimizer's learning rate is the requested one divided by 1000.
-"""
+"""tiny_lr: the optimizer's learning rate is the requested one divided by 1000."""
 from __future__ import annotations
 
 from breaklab.breaks.base import Break

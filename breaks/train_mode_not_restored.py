@@ -1,5 +1,4 @@
-"""train_mode_not_restored: model.train() is called once, before the model's first training step.
-"""
+"""train_mode_not_restored: model.train() is called once, before the model's first training step."""
 from __future__ import annotations
 
 import weakref
@@ -12,17 +11,14 @@ from breaklab.breaks.base import Break
 class TrainModeNotRestored(Break):
     name = "train_mode_not_restored"
     category = "mode"
-    description = "model.train() only before the first step, not again after an evaluation"
+    description = "model.train() called once, before the first training step"
     symptom = "none measurable on accuracy: BatchNorm statistics frozen from epoch 2"
     metric = "bn_running_var_mean"
     hook = "set_mode"
     control = True
 
-    def __init__(self, seed: int = 0):
-        super().__init__(seed)
-        self._started: weakref.WeakSet = weakref.WeakSet()
-
     def set_mode(self, model: nn.Module) -> None:
-        if model not in self._started:
+        started = self.__dict__.setdefault("_started", weakref.WeakSet())
+        if model not in started:
             model.train()
-            self._started.add(model)
+            started.add(model)

@@ -1,5 +1,4 @@
-"""zero_init: both linear layers' weights start at zero.
-"""
+"""zero_init: both linear layers' weights start at zero."""
 from __future__ import annotations
 
 from torch import nn

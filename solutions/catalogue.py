@@ -285,6 +285,16 @@ def symptom_text(name: str, per_seed: dict[str, dict[str, Any]]) -> str:
     return "".join(parts)
 
 
+# How the table is made: README.md prints this above the table. It names solutions/, which a
+# course kit does not have, so it goes fenced: `breaklab kit` drops the fenced passage.
+MADE_BY = """<!-- instructor-only -->
+
+The table is written by `python -m breaklab.solutions.catalogue --table solutions/catalogue.json`
+from the figures that `python -m breaklab.solutions.catalogue --out solutions/catalogue.json`
+measures; both print this passage, fenced, above the table.
+<!-- /instructor-only -->"""
+
+
 def table(measured: dict[str, Any]) -> str:
     from breaklab.breaks import REGISTRY
 
@@ -317,7 +327,7 @@ def main() -> None:
     ap.add_argument("--table", type=Path, help="print the table from figures saved earlier; train nothing")
     args = ap.parse_args()
     if args.table:
-        print(table(json.loads(args.table.read_text())))
+        print(MADE_BY, "", table(json.loads(args.table.read_text())), sep="\n")
         return
     from breaklab.breaks import BREAK_NAMES
     from breaklab.canonical_setup import configure_determinism
@@ -326,7 +336,7 @@ def main() -> None:
     measured = measure_all(args.only or BREAK_NAMES, args.seeds, args.epochs)
     if args.out:
         args.out.write_text(json.dumps(_rounded(measured), indent=1, sort_keys=True) + "\n")
-    print(table(measured))
+    print(MADE_BY, "", table(measured), sep="\n")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from breaklab.breaks import BREAK_NAMES, REGISTRY
+from breaklab.breaks import BREAK_NAMES, FAULT_NAMES, REGISTRY
 from breaklab.solutions import SOLUTIONS_DIR, fix_patch, names, rubric
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,16 +30,29 @@ def kit(tmp_path_factory) -> Path:
     return out
 
 
+def patched_files(name: str) -> list[str]:
+    """The files a reference fix changes."""
+    return [line[4:].removeprefix("b/") for line in fix_patch(name).decode().splitlines()
+            if line.startswith("+++ ")]
+
+
 def fix_lines(name: str) -> dict[str, list[str]]:
-    """The lines a reference fix adds (the + lines of fix.patch, stripped), per file."""
+    """The lines a reference fix brings in (the + lines of fix.patch, stripped), per file. A line
+    the fix only moves (it is also a - line of the same file) is left out: the module must carry
+    it, and where it stands tells nothing a diff against breaks/base.py would not."""
     added: dict[str, list[str]] = {}
+    removed: dict[str, set[str]] = {}
     path = None
     for line in fix_patch(name).decode().splitlines():
         if line.startswith("+++ "):
             path = line[4:].removeprefix("b/")
-        elif line.startswith("+") and path and line[1:].strip():
-            added.setdefault(path, []).append(line[1:].strip())
-    return added
+        elif line.startswith("---"):
+            continue
+        elif line[:1] in "+-" and path and line[1:].strip():
+            (added.setdefault(path, []).append(line[1:].strip()) if line[0] == "+"
+             else removed.setdefault(path, set()).add(line[1:].strip()))
+    return {path: [line for line in lines if line not in removed.get(path, set())]
+            for path, lines in added.items()}
 
 
 def carries(source: str, lines: list[str]) -> list[str]:
@@ -47,13 +60,12 @@ def carries(source: str, lines: list[str]) -> list[str]:
     return [line for line in lines if line in present]
 
 
-@pytest.mark.parametrize("name", sorted(BREAK_NAMES))
+@pytest.mark.parametrize("name", sorted(FAULT_NAMES))
 def test_no_break_module_carries_its_reference_fix(kit, name):
     """Scoped to the fix's own file: a clean line like `return lr` is also in breaks/base.py,
-    where the clean behaviour belongs."""
-    added = fix_lines(name)
-    assert list(added) == [f"breaks/{name}.py"]
-    for path, lines in added.items():
+    where the clean behaviour belongs. Controls have no fix to carry (nothing to undo)."""
+    assert patched_files(name) == [f"breaks/{name}.py"]
+    for path, lines in fix_lines(name).items():
         source = (kit / path).read_text()
         assert carries(source, lines) == [], (path, lines)
         # The check is not vacuous: the same module with the fix applied carries them.
@@ -93,7 +105,9 @@ def test_break_modules_are_one_neutral_class_and_nothing_is_lost(kit, name):
     # The attributes `breaklab list` shows say what the break does, not how to undo it.
     cls_obj = REGISTRY[name]
     shown = f"{cls_obj.description} {cls_obj.symptom}"
-    assert "instead of" not in shown and carries(shown, fix_lines(name)[f"breaks/{name}.py"]) == []
+    assert "instead of" not in shown
+    if not cls_obj.control:  # a control has no fix.patch: nothing to undo
+        assert carries(shown, fix_lines(name).get(f"breaks/{name}.py", [])) == []
 
 
 def test_the_kit_leaves_out_private_files_and_every_pointer_to_the_answers(kit):
@@ -109,6 +123,10 @@ def test_the_kit_leaves_out_private_files_and_every_pointer_to_the_answers(kit):
 
     full = (ROOT / "README.md").read_text()
     assert "solutions/" in full and "solutions" not in student_copy("README.md", full)
+    # The break table's generator prints its fenced note with the table, and README.md has it.
+    from breaklab.solutions.catalogue import MADE_BY
+
+    assert MADE_BY in full and student_copy("x.md", MADE_BY + "\n") == ""
 
 
 def test_an_unpaired_marker_is_refused_not_handed_out():
@@ -123,7 +141,10 @@ def test_an_unpaired_marker_is_refused_not_handed_out():
 def test_the_submit_checks_allow_what_every_rubric_allows():
     from breaklab.presubmit import allowed_scope
 
-    assert names() == sorted(BREAK_NAMES)
+    # Every bug has a reference fix and a rubric; a control has neither (there is nothing to fix).
+    assert names() == sorted(FAULT_NAMES)
+    for name in sorted(set(BREAK_NAMES) - set(FAULT_NAMES)):
+        assert not (SOLUTIONS_DIR / name / "rubric.json").exists(), name
     for name in names():
         fix = rubric(name)["fix"]
         assert allowed_scope(name) == (fix["allowed_files"], fix["allowed_functions"])
