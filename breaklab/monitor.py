@@ -37,6 +37,7 @@ from torch import nn
 from breaklab import METRICS_SCHEMA_VERSION, __version__
 from breaklab.diagnostics import StepDiagnostics, finite_or_none
 from breaklab.early_warnings import EarlyWarnings, parse_stop_on
+from breaklab.graph_memory import LiveGraphs
 from breaklab.layers import ForwardWatch, Layers, discover
 from breaklab.metric_log import MetricLogger
 
@@ -138,7 +139,8 @@ class Monitor:
             self._count_correct(seen_outputs, targets, classes_dim)
         self._hidden = self._last_output = None
         full = {"type": "step", "step": self.step, "epoch": self.epoch_index, "batch_size": batch,
-                "lr": pending["lr"], **record}
+                "lr": pending["lr"], **record,
+                "loss_graphs_alive": self._graphs.earlier_alive(loss)}  # graphs of earlier steps still held
         self.logger.log_step(full)
         self._losses.append(record["loss"])
         self.step += 1
@@ -223,6 +225,7 @@ class Monitor:
             raise ValueError("Monitor: the optimizer holds none of the model's parameters")
         self._diag = StepDiagnostics(self.model, parameters=layers.parameters, first_layer=layers.first_weight,
                                      batchnorms=[m for _, m in layers.batchnorms], unit_dim=layers.unit_dim)
+        self._graphs = LiveGraphs()
         if layers.activation_module is not None:
             self._hooks.append(layers.activation_module.register_forward_hook(
                 self._keep_input if layers.activation_is_input else self._keep_output))

@@ -2,6 +2,8 @@
 and the same bytes as trainer.py on trainer.py's own model and loop (slow: it trains)."""
 from __future__ import annotations
 
+from breaklab import METRICS_SCHEMA_VERSION
+
 import json
 import subprocess
 import sys
@@ -164,7 +166,7 @@ def test_writes_the_metrics_schema_that_the_doctor_validates(tmp_path):
 
     mon = _tiny_loop(tmp_path)
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert records[0] == {"type": "header", "schema": "breaklab.metrics", "version": 1}
+    assert records[0] == {"type": "header", "schema": "breaklab.metrics", "version": METRICS_SCHEMA_VERSION}
     step = records[1]
     assert list(step)[:5] == ["type", "step", "epoch", "batch_size", "lr"]
     assert step["batch_size"] == 64 and step["lr"] == 0.05
@@ -227,6 +229,7 @@ def monitored_trainer_loop(out: Path, *, seed: int, epochs: int, amp: bool = Fal
     from breaklab import Monitor
     from breaklab.canonical_setup import (configure_determinism, load_dataset, minibatches, seed_everything,
                                           steps_per_epoch)
+    from breaklab.breaks.base import Break
     from breaklab.trainer import MLP, Config, evaluate, warmup_cosine
 
     cfg = Config()
@@ -253,8 +256,8 @@ def monitored_trainer_loop(out: Path, *, seed: int, epochs: int, amp: bool = Fal
                 scaler.update()
                 scheduler.step()
                 mon.after_step(loss, outputs=logits, targets=y)
-            test = evaluate(model, data.x_test, data.y_test)
-            mon.epoch(test_acc=test["acc"], test_loss=test["loss"])
+            test = evaluate(model, data.x_test, data.y_test, Break())
+            mon.epoch(test_acc=test["acc"], test_loss=test["loss"], test_autograd_bytes=test["autograd_bytes"])
 
 
 @pytest.mark.slow
