@@ -96,34 +96,59 @@ def metrics_within_tolerance(sub: list[dict], rerun: list[dict]) -> tuple[bool, 
     return True, f"first {ENV_LOSS_STEPS} losses within {ENV_LOSS_RTOL:g} (relative), test accuracy within {ENV_ACC_TOL}"
 
 
-def reproducibility(run: str, max_metrics: float, max_ckpt: float, *, rerun_ok: bool, rerun_why: str,
-                    metrics_same: bool, ckpt_same: bool, env_diff: list[str],
-                    sub_records: list[dict] | None, rerun_records: list[dict] | None) -> list[Criterion]:
-    g = "reproducibility"
+@dataclass
+class RunCheck:
+    """How a submitted run compares with its re-run.
+
+    status: identical (the same bytes), verified (another environment, every number within the
+    cross-CPU tolerance), tampered (the same environment, other bytes: the code is deterministic,
+    so the file was edited or made by other code), mismatch (another environment, outside the
+    tolerance: a person decides), not_rerun."""
+
+    status: str
+    detail: str
+
+    @property
+    def trusted(self) -> bool:
+        """The submitted metrics are the run's own numbers (byte-identical or verified)."""
+        return self.status in ("identical", "verified")
+
+
+def check_run(run: str, *, rerun_ok: bool, rerun_why: str, metrics_same: bool, ckpt_same: bool,
+              env_diff: list[str], sub_records: list[dict] | None, rerun_records: list[dict] | None) -> RunCheck:
     if not rerun_ok:
-        why = f"the {run} run could not be re-run: {rerun_why}"
-        return [Criterion(g, f"{run}_metrics", 0, max_metrics, why),
-                Criterion(g, f"{run}_checkpoint", 0, max_ckpt, why)]
-    out = []
+        return RunCheck("not_rerun", f"the {run} run could not be re-run: {rerun_why}")
+    if metrics_same and ckpt_same:
+        return RunCheck("identical", "metrics.jsonl and checkpoint SHA-256 byte-identical to the re-run")
+    what = " and ".join(w for w, same in (("metrics.jsonl", metrics_same), ("checkpoint SHA-256", ckpt_same))
+                        if not same)
     close, detail = (False, "submitted metrics unreadable")
     if sub_records is not None and rerun_records is not None:
         close, detail = metrics_within_tolerance(sub_records, rerun_records)
-    for name, same, maximum, what in ((f"{run}_metrics", metrics_same, max_metrics, "metrics.jsonl"),
-                                      (f"{run}_checkpoint", ckpt_same, max_ckpt, "checkpoint SHA-256")):
-        if same:
-            out.append(Criterion(g, name, maximum, maximum, f"re-run {what} is byte-identical"))
-        elif env_diff and close:
-            out.append(Criterion(g, name, scaled(ENV_PARTIAL, maximum), maximum,
-                                 f"{what} differs, but the environment differs ({'; '.join(env_diff)}) "
-                                 f"and the metrics agree within tolerance ({detail}): partial credit",
-                                 review="the re-run used another environment; bytes could not be compared"))
-        elif env_diff:
-            out.append(Criterion(g, name, 0, maximum, f"{what} differs and the metrics are outside the "
-                                 f"tolerance ({detail}), in another environment ({'; '.join(env_diff)})"))
-        else:
-            out.append(Criterion(g, name, 0, maximum, f"{what} differs from the re-run in the same "
-                                 f"environment: the file was edited or not made by this code ({detail})"))
-    return out
+    if not env_diff:
+        return RunCheck("tampered", f"the submitted {run} {what} differs from the re-run in the same environment "
+                                    f"(python, torch, CPU capability, threads all equal): the file was edited or not "
+                                    f"made by this code ({detail})")
+    if close:
+        return RunCheck("verified", f"another environment ({'; '.join(env_diff)}), so the bytes cannot match; "
+                                    f"the metrics agree with the re-run within the cross-CPU tolerance ({detail})")
+    return RunCheck("mismatch", f"the submitted {run} {what} differs from the re-run beyond the cross-CPU tolerance "
+                                f"({detail}), in another environment ({'; '.join(env_diff)})")
+
+
+def reproducibility(run: str, max_metrics: float, max_ckpt: float, check: RunCheck,
+                    void: str | None = None) -> list[Criterion]:
+    """The two criteria of one run. `void`: why the run earns nothing whatever its bytes (a fixed
+    run whose fix is a no-op, out of scope or faked)."""
+    g = "reproducibility"
+    names = ((f"{run}_metrics", max_metrics), (f"{run}_checkpoint", max_ckpt))
+    if void:
+        return [Criterion(g, n, 0, m, void) for n, m in names]
+    if check.status in ("identical", "verified"):
+        return [Criterion(g, n, m, m, check.detail) for n, m in names]
+    review = ("the submitted run disagrees with the re-run in another environment: a different torch or "
+              "Python can explain it, an edit too") if check.status == "mismatch" else None
+    return [Criterion(g, n, 0, m, check.detail, review=review) for n, m in names]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -33,15 +33,25 @@ def _formats(ctx, param, value: str) -> tuple[str, ...]:
 @click.option("--keep-work", is_flag=True, help="Keep the checkouts and re-runs in OUT/.work.")
 @click.option("--plots/--no-plots", default=True, show_default=True,
               help="Draw the broken and fixed runs' plots into each grade.md.")
-def grade(submissions, out, jobs, formats, repo, timeout, keep_work, plots) -> None:
+@click.option("--no-isolation", is_flag=True,
+              help="Run the students' code even where this machine cannot isolate it (no user or mount "
+                   "namespaces): it could then read other submissions and the answers. Prefer a container "
+                   "or VM where namespaces work.")
+@click.pass_context
+def grade(ctx, submissions, out, jobs, formats, repo, timeout, keep_work, plots, no_isolation) -> None:
     """Grade SUBMISSIONS (tarballs, or folders holding *.tgz).
 
     Each tarball is opened defensively, its broken and fixed runs are re-run in a sandbox from a
-    fresh checkout of the course repository at its base commit, and it is scored out of 100
-    (reproducibility 35, diagnostics 30, fix 20, explanation 15; see docs/GRADING.md). A
-    submission that cannot be graded gets 0 with the reason; the others go on.
+    private copy of the course repository at its base commit, the fix is measured with the
+    grader's own code, and it is scored out of 100 (reproducibility 35, diagnostics 30, fix 20,
+    explanation 15; see docs/GRADING.md). A submission that cannot be graded gets 0 with the
+    reason; the others go on, and the command then exits with status 1.
+
+    Example:
+
+        breaklab grade inbox/ --repo ../course-kit --out grades --jobs 2
     """
-    from breaklab.grader.grade import Grader
+    from breaklab.grader.grade import Grader, IsolationUnavailable
 
     repo = course_repository(repo)
     tarballs: list[Path] = []
@@ -58,7 +68,11 @@ def grade(submissions, out, jobs, formats, repo, timeout, keep_work, plots) -> N
         raise click.UsageError(f"cannot create --out {out} ({e.strerror})")
 
     grader = Grader(repo=repo, out=out, timeout=timeout, keep_work=keep_work, plots=plots,
-                    progress=lambda s: click.echo(s, err=True))
+                    progress=lambda s: click.echo(s, err=True), no_isolation=no_isolation)
+    try:
+        grader.check_isolation()
+    except IsolationUnavailable as e:
+        raise click.ClickException(f"refusing to run the students' code: {e}") from None
     click.echo(f"grading {len(tarballs)} submission(s) against {grader.repo} with {jobs} job(s)", err=True)
 
     def done(i, n, g):
@@ -67,11 +81,16 @@ def grade(submissions, out, jobs, formats, repo, timeout, keep_work, plots) -> N
 
     grades = grader.grade_all(tarballs, jobs=jobs, formats=formats, on_done=done)
     graded = [g for g in grades if g["status"] == "graded"]
+    not_graded = len(grades) - len(graded)
     review = sum(1 for g in grades if g.get("needs_review"))
-    click.echo(f"graded {len(graded)}, stopped by the sandbox {sum(g['status'] == 'stopped' for g in grades)}, "
-               f"rejected {sum(g['status'] == 'rejected' for g in grades)}, "
-               f"errors {sum(g['status'] == 'error' for g in grades)}; {review} with items to review")
+    flagged = sum(1 for g in grades if g.get("integrity"))
     click.echo(f"grades: {out}/" + ("grades.csv" if "csv" in formats else "<submission>/grade.json"))
+    click.echo(f"graded {len(graded)}, not graded {not_graded} (stopped by the sandbox "
+               f"{sum(g['status'] == 'stopped' for g in grades)}, rejected {sum(g['status'] == 'rejected' for g in grades)}, "
+               f"errors {sum(g['status'] == 'error' for g in grades)}); {flagged} with integrity flags, "
+               f"{review} with items to review")
+    if not_graded:
+        ctx.exit(1)
 
 
 def course_repository(repo: Path | None) -> Path:
