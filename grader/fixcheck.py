@@ -33,10 +33,11 @@ from typing import Any
 from breaklab.grader.probe import HOOKS, describe, same_output
 
 # A run's logged final test accuracy and loss against the same checkpoint evaluated by the grader:
-# the same code on the same data, so they agree to float32 round-off; anything more was not
-# measured by the course's evaluate().
-LOGGED_ACC_TOL = 1e-6
-LOGGED_LOSS_RTOL = 1e-4
+# the same code on the same data, so they agree to float32 round-off (bit for bit when the grader
+# and its re-runs use the same CPU kernels, as they do). The margin admits 2 of the 1,000 test
+# digits and 0.1% of the loss, should the kernels differ; a faked accuracy is off by far more.
+LOGGED_ACC_TOL = 0.002
+LOGGED_LOSS_RTOL = 1e-3
 
 NO_FIX_POINTS = ("no_op", "out_of_scope", "faked")
 

@@ -5,8 +5,8 @@ for the class grades.csv. Every file is written atomically under the output fold
 Much of what a grade says comes from the submission: its id, its reasons' quoted errors, paths its
 code tried. Every such value is escaped where it lands: in grade.md one line, markdown and HTML
 characters backslash-escaped (no injected headings, links, images or table cells); in grades.csv
-one line, and a cell that a spreadsheet would read as a formula (=, +, -, @, tab, CR) starts
-with a quote; in Gradescope's output, control characters removed. grade.json is JSON."""
+one line, and a cell that a spreadsheet would read as a formula (=, +, -, @ first) starts
+with a quote (tabs and line breaks become spaces); in Gradescope's output, control characters removed. grade.json is JSON."""
 from __future__ import annotations
 
 import csv
@@ -43,8 +43,8 @@ def csv_cell(value: Any) -> Any:
     """A value for grades.csv: numbers as they are; text on one line, and never a formula."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return value
-    text = one_line(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+    text = one_line(value).replace("\t", " ")
+    return "'" + text if text.lstrip()[:1] in ("=", "+", "-", "@") else text
 
 
 def public(grade: dict[str, Any]) -> dict[str, Any]:
