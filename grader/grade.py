@@ -447,8 +447,8 @@ def _stopped(res, problems: list[str], what: str) -> str | None:
     if res is not None and res.violation:
         return f"{what} was stopped by the sandbox: {res.violation}"
     if problems:
-        return (f"{what} left {problems[0]} where the grader reads a run file: planted links, FIFOs and "
-                f"devices are refused, and the grader follows none of them")
+        return (f"{what} left something other than a plain file where the grader reads a run file "
+                f"({problems[0]}): planted links, FIFOs and devices are refused and never followed")
     return None
 
 

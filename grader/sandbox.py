@@ -8,19 +8,25 @@ What it does (and what the OS lets it do):
     (watched every POLL seconds; RLIMIT_NPROC too where the grader is not root);
   * a scrubbed environment: only PATH, HOME, TMPDIR, LANG and the variables the caller passes;
     HOME, TMPDIR and the data cache lie inside the working directory (the caller's `cwd`);
-  * file-system isolation, where util-linux `unshare` can make a mount namespace (as root, or
-    through an unprivileged user namespace): every mount is re-mounted read-only, nosuid and
-    nodev, except `cwd` itself (bind-mounted read-write) and the harmless devices (/dev/null,
-    /dev/zero, /dev/full, /dev/random, /dev/urandom, /dev/tty); a fresh /proc with /proc/sys
-    read-only; then `setpriv` drops every capability, so the code cannot re-mount anything.
-    A write anywhere else fails (EROFS). Reading is not restricted;
+  * a file system of its own, where util-linux `unshare` can make a mount namespace (through an
+    unprivileged user namespace, or as root): a new root holding read-only binds of the system
+    folders (/usr, /etc, /lib...) and of the Python installation that runs it, the folders the
+    caller passes as `readable` (read-only), `cwd` (read-write), the harmless devices (/dev/null,
+    /dev/zero, /dev/full, /dev/random, /dev/urandom, /dev/tty), a fresh /proc with /proc/sys
+    read-only, and /sys read-only; `pivot_root` into it and the old root detached, then `setpriv`
+    drops every capability, so nothing can be re-mounted. Nothing else of the machine exists for
+    the run: not the other submissions, not the course repository or solutions/, not the grades,
+    not the grading user's home. The grader's own package and answers are hidden even where they
+    lie inside the Python installation (an installed breaklab). A write anywhere but `cwd` fails;
   * no network: a new network namespace with no interface up (connections fail with
     ENETUNREACH); with file-system isolation unavailable, `unshare -rn` alone where it works;
   * an audit hook in every Python process of the run (a `sitecustomize` on PYTHONPATH) that refuses
     opening a file for writing outside `cwd`, and connecting to or resolving a network address,
     and reports each attempt to the sandbox through an inherited file descriptor. It names what was
     tried, and it is the only guard left where the kernel's isolation is unavailable (there it
-    stops Python code, not native code: `SandboxResult.fs_isolated` says which).
+    stops Python code, not native code, and reading is not restricted at all:
+    `SandboxResult.fs_isolated` says which; the grader refuses to run students' code there unless
+    told --no-isolation).
 
 When the sandbox stops a run for a limit or a refused action, `SandboxResult.violation` says why;
 the grader gives such a submission 0. An ordinary failure (an exception, a non-zero exit) is not a
