@@ -128,16 +128,20 @@ class Grader:
         folder.mkdir(parents=True)
         return folder
 
-    def run(self, base: str, patch: bytes | None, spec: RunSpec, out_name: str) -> RunResult:
-        key = (base, hashlib.sha256(patch).hexdigest() if patch is not None else None, spec, out_name)
+    def run(self, base: str, patch: bytes | None, spec: RunSpec, out_name: str,
+            capability: str | None = None) -> RunResult:
+        """One re-run; `capability`: ATEN_CPU_CAPABILITY for it (default: the grader's own)."""
+        key = (base, hashlib.sha256(patch).hexdigest() if patch is not None else None, spec, out_name, capability)
         with self._key_lock(("run", key)):
             if key not in self._runs:
                 checkout = self.tree(base, patch)
                 folder = self._run_folder(key)
                 tree = private_tree(checkout, folder / "tree")
-                self.progress(f"  re-run: {spec.command(out_name)}" + (" (patched)" if patch is not None else ""))
+                self.progress(f"  re-run: {spec.command(out_name)}" + (" (patched)" if patch is not None else "")
+                              + (f" with ATEN_CPU_CAPABILITY={capability}" if capability else ""))
                 self._runs[key] = train(tree, spec, folder / "work", out_name, timeout=self.timeout,
-                                        copy_to=folder / "files")
+                                        copy_to=folder / "files",
+                                        env={"ATEN_CPU_CAPABILITY": capability} if capability else None)
             return self._runs[key]
 
     def probe(self, base: str, patch: bytes, break_name: str, seed: int) -> tuple[dict | None, Any, str, list[str]]:
@@ -317,13 +321,35 @@ class Grader:
         for label, res, err in (("broken", broken, broken_err), ("fixed", fixed, fixed_err)):
             ok = res is not None and res.ok
             sub_ckpt = _first_word(sub.read_bytes(f"{label}/checkpoint.pt.sha256"))
+            sub_env = _env(sub.read_bytes(f"{label}/meta.json"))
+            env_diff = rubric.env_differences(sub_env, _env(res.copied.get("meta.json"))) if ok else []
+            metrics_same = ok and res.copied["metrics.jsonl"] == sub.read_bytes(f"{label}/metrics.jsonl")
+            ckpt_same = ok and sub_ckpt is not None and res.checkpoint_sha() == sub_ckpt
+            alt = {}
+            if env_diff and not (metrics_same and ckpt_same) and (
+                    label == "broken" or (verdict.earns_points and not dropped)):
+                # Another machine: re-run once more under another CPU capability (the submission's
+                # own where this CPU has it), which shows how far this run moves with the kernels.
+                cap = other_capability(sub_env.get("cpu_capability"), _env(res.copied.get("meta.json")).get("cpu_capability"))
+                if cap:
+                    alt_res, _ = attempt(lambda: self.run(base, None if label == "broken" else in_scope, spec, label,
+                                                          capability=cap))
+                    if label == "fixed" and alt_res is not None:
+                        stop = _stopped(alt_res.sandbox, alt_res.problems, "the fixed run (the submission's code)")
+                        if stop:
+                            return self._stopped(info, stop, {"fixed": _run_facts(alt_res)})
+                    if alt_res is not None and alt_res.ok:
+                        alt = {"alt_records": parse_records(alt_res.copied.get("metrics.jsonl")), "alt_capability": cap,
+                               "alt_same": alt_res.copied["metrics.jsonl"] == sub.read_bytes(f"{label}/metrics.jsonl")
+                               and alt_res.checkpoint_sha() == sub_ckpt}
+                        if reruns.get(label) is not None:
+                            reruns[label]["also_run_with"] = f"ATEN_CPU_CAPABILITY={cap}"
             checks[label] = rubric.check_run(
                 label, rerun_ok=ok, rerun_why=err or (_why(res) if res is not None else "not run"),
-                metrics_same=ok and res.copied["metrics.jsonl"] == sub.read_bytes(f"{label}/metrics.jsonl"),
-                ckpt_same=ok and sub_ckpt is not None and res.checkpoint_sha() == sub_ckpt,
-                env_diff=rubric.env_differences(_env(sub.read_bytes(f"{label}/meta.json")),
-                                                _env(res.copied.get("meta.json"))) if ok else [],
-                sub_records=records[f"sub_{label}"], rerun_records=records[label])
+                metrics_same=metrics_same, ckpt_same=ckpt_same, env_diff=env_diff,
+                sub_records=records[f"sub_{label}"], rerun_records=records[label],
+                not_rerun_code="the patch's changes to " + ", ".join(dropped) if label == "fixed" and dropped else "",
+                **alt)
         tampered = [c.detail for c in checks.values() if c.status == "tampered"]
         if tampered:
             integrity += [f"tampered run: {t}" for t in tampered]
@@ -430,6 +456,19 @@ class Grader:
                 shutil.rmtree(self.work, ignore_errors=True)
         write_class_outputs(self.out, [g for g in grades if g is not None], formats)
         return [g for g in grades if g is not None]
+
+
+def other_capability(submitted: Any, rerun: Any) -> str | None:
+    """The CPU capability for a second re-run of a run made elsewhere: the submission's own when
+    this CPU supports it, else another one it supports; None when there is no other."""
+    from breaklab.grader.runs import cpu_capabilities
+
+    here = cpu_capabilities()
+    theirs, ours = str(submitted or "").lower(), str(rerun or "").lower()
+    if theirs in here and theirs != ours:
+        return theirs
+    others = [c for c in here if c != ours]
+    return others[0] if others else None
 
 
 def private_tree(checkout: Path, dest: Path) -> Path:

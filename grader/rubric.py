@@ -1,8 +1,11 @@
 """Scoring: every criterion is a `Criterion(points, max, reason)`, in four groups.
 
-    reproducibility 35   the re-runs give the submitted metrics and checkpoint, byte for byte
+    reproducibility 35   the re-runs give the submitted metrics and checkpoint, byte for byte (or
+                         within the cross-CPU tolerance in another environment); a tampered run
+                         costs all 35
     diagnostics     30   the claimed symptom is in the re-run metrics, evidence, metric fields
-    fix             20   the fixed run recovers, and the patch is minimal
+    fix             20   the fixed run recovers as the grader measures it (grader/fixcheck.py),
+                         and the patch is minimal
     explanation     15   <= 500 words, four sections, the root cause named with the concepts
 
 The points of each criterion and the tolerances are documented in docs/GRADING.md; this module
@@ -36,7 +39,7 @@ ENV_KEYS = ("python", "torch", "torchvision", "numpy", "platform", "machine", "c
 ENV_LOSS_RTOL = 1e-3        # relative, each of the first ENV_LOSS_STEPS steps' loss
 ENV_LOSS_STEPS = 10
 ENV_ACC_TOL = 0.02          # absolute, final test accuracy
-ENV_PARTIAL = 0.6           # share of a reproducibility criterion given within tolerance
+ENV_SPREAD_K = 3.0          # times the spread between two re-runs under different CPU capabilities
 
 CLAIM_RTOL, CLAIM_ATOL = 0.05, 5e-3   # a claimed value may be rounded to 2 significant digits
 SYMPTOM_RTOL, SYMPTOM_ATOL = 0.1, 1e-2
@@ -74,36 +77,55 @@ def env_differences(submitted: dict[str, Any], rerun: dict[str, Any]) -> list[st
             if submitted.get(k) != rerun.get(k)]
 
 
-def metrics_within_tolerance(sub: list[dict], rerun: list[dict]) -> tuple[bool, str]:
+def metrics_within_tolerance(sub: list[dict], rerun: list[dict], alt: list[dict] | None = None
+                             ) -> tuple[bool, str]:
+    """Whether a run made in another environment agrees with its re-run.
+
+    Without `alt`: the first ENV_LOSS_STEPS losses within ENV_LOSS_RTOL and the final test
+    accuracy within ENV_ACC_TOL. With `alt`, a second re-run under another CPU capability (the
+    submission's own, where this CPU has it): every step's loss, within ENV_LOSS_RTOL plus
+    ENV_SPREAD_K times the spread between the two re-runs at that step, which is how far this
+    very run moves when only the CPU's kernels change (nothing early on; a lot once a diverging
+    run amplifies the last bits)."""
     s1 = [r for r in sub if r.get("type") == "step"]
     s2 = [r for r in rerun if r.get("type") == "step"]
-    if len(s1) != len(s2) or not s1:
+    s3 = [r for r in alt if r.get("type") == "step"] if alt is not None else None
+    if len(s1) != len(s2) or not s1 or (s3 is not None and len(s3) != len(s2)):
         return False, f"{len(s1)} steps submitted, {len(s2)} re-run"
-    for a, b in zip(s1[:ENV_LOSS_STEPS], s2[:ENV_LOSS_STEPS]):
+    checked = len(s2) if s3 is not None else ENV_LOSS_STEPS
+    for i, (a, b) in enumerate(zip(s1[:checked], s2[:checked])):
         la, lb = a.get("loss"), b.get("loss")
         if la is None or lb is None:
             if la is not lb:
                 return False, f"step {b.get('step')}: loss {la} vs {lb}"
             continue
-        if abs(la - lb) > ENV_LOSS_RTOL * max(abs(lb), 1e-12):
-            return False, f"step {b.get('step')}: loss {la:.6g} vs {lb:.6g}"
-    e1 = [r for r in sub if r.get("type") == "epoch"]
-    e2 = [r for r in rerun if r.get("type") == "epoch"]
-    a1 = e1[-1].get("test_acc") if e1 else None
-    a2 = e2[-1].get("test_acc") if e2 else None
-    if a1 is None or a2 is None or abs(a1 - a2) > ENV_ACC_TOL:
-        return False, f"final test accuracy {a1} vs {a2}"
-    return True, f"first {ENV_LOSS_STEPS} losses within {ENV_LOSS_RTOL:g} (relative), test accuracy within {ENV_ACC_TOL}"
+        lc = s3[i].get("loss") if s3 is not None else None
+        spread = abs(lb - lc) if lc is not None else (0.0 if s3 is None else math.inf)
+        if abs(la - lb) > ENV_LOSS_RTOL * max(abs(lb), 1e-12) + ENV_SPREAD_K * spread:
+            return False, f"step {b.get('step')}: loss {la:.6g} submitted, {lb:.6g} re-run" + (
+                f" ({lc:.6g} under the other CPU capability)" if lc is not None else "")
+    acc = lambda records: ([r for r in records if r.get("type") == "epoch"] or [{}])[-1].get("test_acc")
+    a1, a2 = acc(sub), acc(rerun)
+    a3 = acc(alt) if alt is not None else None
+    acc_tol = ENV_ACC_TOL + (ENV_SPREAD_K * abs(a2 - a3) if a2 is not None and a3 is not None else 0.0)
+    if a1 is None or a2 is None or abs(a1 - a2) > acc_tol:
+        return False, f"final test accuracy {a1} submitted, {a2} re-run"
+    if s3 is None:
+        return True, (f"the first {ENV_LOSS_STEPS} losses within {ENV_LOSS_RTOL:g} (relative), the final test "
+                      f"accuracy within {ENV_ACC_TOL}")
+    return True, (f"every step's loss within {ENV_LOSS_RTOL:g} (relative) plus {ENV_SPREAD_K:g}x the spread between "
+                  f"the grader's re-runs under two CPU capabilities, the final test accuracy within {ENV_ACC_TOL} "
+                  f"plus {ENV_SPREAD_K:g}x theirs")
 
 
 @dataclass
 class RunCheck:
     """How a submitted run compares with its re-run.
 
-    status: identical (the same bytes), verified (another environment, every number within the
-    cross-CPU tolerance), tampered (the same environment, other bytes: the code is deterministic,
-    so the file was edited or made by other code), mismatch (another environment, outside the
-    tolerance: a person decides), not_rerun."""
+    status: identical (the same bytes), verified (another environment, within the cross-CPU
+    tolerance), tampered (the same environment, other bytes: the code is deterministic, so the file
+    was edited or made by other code), mismatch (another environment, outside the tolerance: a
+    person decides), not_comparable (the submitted run ran code the grader did not), not_rerun."""
 
     status: str
     detail: str
@@ -115,16 +137,29 @@ class RunCheck:
 
 
 def check_run(run: str, *, rerun_ok: bool, rerun_why: str, metrics_same: bool, ckpt_same: bool,
-              env_diff: list[str], sub_records: list[dict] | None, rerun_records: list[dict] | None) -> RunCheck:
+              env_diff: list[str], sub_records: list[dict] | None, rerun_records: list[dict] | None,
+              not_rerun_code: str = "", alt_records: list[dict] | None = None, alt_same: bool = False,
+              alt_capability: str = "") -> RunCheck:
+    """not_rerun_code: code the submitted run ran and the re-run did not (a patch's changes
+    outside the break's files); then differing bytes prove nothing either way. alt_*: a second
+    re-run under another CPU capability (alt_capability, the submission's own where this CPU has
+    it); alt_same: the submitted bytes equal that re-run's."""
     if not rerun_ok:
         return RunCheck("not_rerun", f"the {run} run could not be re-run: {rerun_why}")
     if metrics_same and ckpt_same:
         return RunCheck("identical", "metrics.jsonl and checkpoint SHA-256 byte-identical to the re-run")
     what = " and ".join(w for w, same in (("metrics.jsonl", metrics_same), ("checkpoint SHA-256", ckpt_same))
                         if not same)
+    if not_rerun_code:
+        return RunCheck("not_comparable", f"the submitted {run} {what} differs from the re-run, which ran without "
+                                          f"{not_rerun_code} (out of scope, not run): the bytes cannot be compared")
+    if env_diff and alt_same:
+        return RunCheck("verified", f"another environment ({'; '.join(env_diff)}); re-run with "
+                                    f"ATEN_CPU_CAPABILITY={alt_capability} (the submission's CPU capability), the "
+                                    f"metrics.jsonl and checkpoint SHA-256 are byte-identical")
     close, detail = (False, "submitted metrics unreadable")
     if sub_records is not None and rerun_records is not None:
-        close, detail = metrics_within_tolerance(sub_records, rerun_records)
+        close, detail = metrics_within_tolerance(sub_records, rerun_records, alt_records if env_diff else None)
     if not env_diff:
         return RunCheck("tampered", f"the submitted {run} {what} differs from the re-run in the same environment "
                                     f"(python, torch, CPU capability, threads all equal): the file was edited or not "

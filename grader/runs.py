@@ -77,6 +77,26 @@ class RunResult:
         return summarize(records) if records is not None else {}
 
 
+def cpu_capabilities() -> list[str]:
+    """The ATEN_CPU_CAPABILITY values this CPU can run: default always, avx2 and avx512 when it
+    has them (x86 only; elsewhere only default)."""
+    flags: set[str] = set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    caps = ["default"]
+    if "avx2" in flags:
+        caps.append("avx2")
+    if {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags:
+        caps.append("avx512")
+    return caps
+
+
 def passed_through_env() -> dict[str, str]:
     return {k: os.environ[k] for k in PASSED_THROUGH if k in os.environ}
 

@@ -317,9 +317,30 @@ def test_run_checks_tell_identical_verified_tampered_and_mismatch():
     verified = check_run("broken", metrics_same=False, ckpt_same=False, env_diff=["cpu_capability 'DEFAULT' vs 'AVX512'"],
                          **common)
     assert verified.status == "verified" and verified.trusted
+    early = [dict(r) for r in records]
+    early[5]["loss"] *= 1.01  # without a second re-run, the first 10 steps are what can be checked
     mismatch = check_run("broken", metrics_same=False, ckpt_same=False, env_diff=["cpu_capability 'DEFAULT' vs 'AVX512'"],
-                         **{**common, "sub_records": edited})
+                         **{**common, "sub_records": early})
     assert mismatch.status == "mismatch" and not mismatch.trusted
+    # A fixed run made with changes the grader did not run (out of scope) proves nothing either way.
+    other_code = check_run("fixed", metrics_same=False, ckpt_same=False, env_diff=[],
+                           not_rerun_code="the patch's changes to trainer.py", **common)
+    assert other_code.status == "not_comparable" and "trainer.py" in other_code.detail
+    assert [c.points for c in reproducibility("fixed", 9, 9, other_code)] == [0, 0]
+    # A second re-run under the submission's own CPU capability: the same bytes verify the run ...
+    again = check_run("broken", metrics_same=False, ckpt_same=False, env_diff=["cpu_capability 'DEFAULT' vs 'AVX512'"],
+                      alt_records=records, alt_same=True, alt_capability="default", **common)
+    assert again.status == "verified" and "ATEN_CPU_CAPABILITY=default" in again.detail
+    # ... and otherwise the two re-runs' spread says how far this run moves with the CPU's kernels:
+    # every step is checked, late steps of a diverging run with a margin of 3x that spread.
+    chaotic = [dict(r) for r in records]
+    chaotic[15]["loss"] *= 1.5
+    other = [dict(r) for r in records]
+    other[15]["loss"] *= 1.2
+    args = dict(metrics_same=False, ckpt_same=False, env_diff=["cpu_capability 'AVX2' vs 'AVX512'"],
+                alt_capability="avx2", rerun_ok=True, rerun_why="", rerun_records=records)
+    assert check_run("broken", sub_records=chaotic, alt_records=other, **args).status == "verified"
+    assert check_run("broken", sub_records=chaotic, alt_records=records, **args).status == "mismatch"
     full = reproducibility("broken", 9, 8, verified)
     assert [c.points for c in full] == [9, 8] and not any(c.review for c in full)
     assert [c.points for c in reproducibility("broken", 9, 8, mismatch)] == [0, 0]
