@@ -265,7 +265,7 @@ def test_nothing_is_written_outside_out_and_the_class_finishes(attacked):
     out, grades = attacked["out"], attacked["grades"]
     assert attacked["victim"].read_text() == VICTIM_TEXT
     assert sorted(p.name for p in attacked["victim_dir"].iterdir()) == [".bashrc"]
-    assert sorted(p.name for p in attacked["base"].iterdir()) == attacked["before"] + ["graded"]
+    assert sorted(p.name for p in attacked["base"].iterdir()) == sorted(attacked["before"] + ["graded"])
     rows = list(csv.DictReader((out / "grades.csv").open()))
     assert len(rows) == len(grades) and not (out / ".work").exists()
     for path in out.rglob("*"):  # every output is a plain file or folder the grader made
@@ -303,7 +303,8 @@ def test_error_messages_cannot_inject_lines_or_markup(attacked):
     lines = md.splitlines()
     assert sum(line.startswith("# ") for line in lines) == 1
     assert not any(line.startswith(("# Grade: 100", "| fix: recovers | 12 | 12")) for line in lines)
-    assert "[click](" not in md and "<img" not in md and "**bold**" not in md
+    for markup in (r"\[click\]\(", r"<img", r"\*\*bold"):  # only escaped: \[click\](, \<img, \*\*bold
+        assert not re.search(r"(?<!\\)" + markup, md), markup
     rows = list(csv.DictReader((out / "grades.csv").open()))
     assert len(rows) == len(attacked["grades"])
     assert all(not str(v).lstrip().startswith(("=", "+", "-", "@")) or str(v).startswith("'") or _number(v)
