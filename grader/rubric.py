@@ -34,12 +34,14 @@ FORBIDDEN_PREFIXES = ("tests/", "grader/", "solutions/", "data/", "breaks/__init
 # Environment fields that, when they differ, explain different bits (docs/GRADING.md).
 ENV_KEYS = ("python", "torch", "torchvision", "numpy", "platform", "machine", "cpu_capability",
             "device", "threads")
-# Tolerance between a submitted run and its re-run in another environment: measured with 1 vs 2
-# threads (another reduction order) in solutions/MEASUREMENTS.md, with a wide margin.
+# Tolerance between a submitted run and its re-run in another environment, measured across the CPU
+# capabilities of one machine (ATEN_CPU_CAPABILITY=default|avx2|avx512, every break, the clean
+# run with and without AMP, seeds 0 and 1, 1 and 3 epochs: `python -m solutions.measure_cpu`,
+# solutions/MEASUREMENTS.md): the first 5 losses moved by at most 7.4e-6 (relative), the final
+# test accuracy of a run that does not diverge by at most 0.002 (diverging runs: up to 0.13).
 ENV_LOSS_RTOL = 1e-3        # relative, each of the first ENV_LOSS_STEPS steps' loss
-ENV_LOSS_STEPS = 10
-ENV_ACC_TOL = 0.02          # absolute, final test accuracy
-ENV_SPREAD_K = 3.0          # times the spread between two re-runs under different CPU capabilities
+ENV_LOSS_STEPS = 5
+ENV_ACC_TOL = 0.02          # absolute, final test accuracy (runs that do not diverge)
 
 CLAIM_RTOL, CLAIM_ATOL = 0.05, 5e-3   # a claimed value may be rounded to 2 significant digits
 SYMPTOM_RTOL, SYMPTOM_ATOL = 0.1, 1e-2
@@ -79,43 +81,36 @@ def env_differences(submitted: dict[str, Any], rerun: dict[str, Any]) -> list[st
 
 def metrics_within_tolerance(sub: list[dict], rerun: list[dict], alt: list[dict] | None = None
                              ) -> tuple[bool, str]:
-    """Whether a run made in another environment agrees with its re-run.
+    """Whether a run made in another environment agrees with its re-run (the bytes cannot).
 
-    Without `alt`: the first ENV_LOSS_STEPS losses within ENV_LOSS_RTOL and the final test
-    accuracy within ENV_ACC_TOL. With `alt`, a second re-run under another CPU capability (the
-    submission's own, where this CPU has it): every step's loss, within ENV_LOSS_RTOL plus
-    ENV_SPREAD_K times the spread between the two re-runs at that step, which is how far this
-    very run moves when only the CPU's kernels change (nothing early on; a lot once a diverging
-    run amplifies the last bits)."""
+    The same number of steps; the first ENV_LOSS_STEPS losses within ENV_LOSS_RTOL (before the
+    last bits that another CPU's kernels change have been amplified); and the final test accuracy
+    within ENV_ACC_TOL, where the run is stable: `alt`, a second re-run under another CPU
+    capability, reaches the same final accuracy as `rerun`. A run that diverges (huge_lr,
+    loss_sum) ends at an accuracy that moves with the last bits (by up to 0.08, measured), so
+    there only its beginning can be checked."""
     s1 = [r for r in sub if r.get("type") == "step"]
     s2 = [r for r in rerun if r.get("type") == "step"]
-    s3 = [r for r in alt if r.get("type") == "step"] if alt is not None else None
-    if len(s1) != len(s2) or not s1 or (s3 is not None and len(s3) != len(s2)):
+    if len(s1) != len(s2) or not s1:
         return False, f"{len(s1)} steps submitted, {len(s2)} re-run"
-    checked = len(s2) if s3 is not None else ENV_LOSS_STEPS
-    for i, (a, b) in enumerate(zip(s1[:checked], s2[:checked])):
+    for a, b in zip(s1[:ENV_LOSS_STEPS], s2[:ENV_LOSS_STEPS]):
         la, lb = a.get("loss"), b.get("loss")
         if la is None or lb is None:
             if la is not lb:
                 return False, f"step {b.get('step')}: loss {la} vs {lb}"
             continue
-        lc = s3[i].get("loss") if s3 is not None else None
-        spread = abs(lb - lc) if lc is not None else (0.0 if s3 is None else math.inf)
-        if abs(la - lb) > ENV_LOSS_RTOL * max(abs(lb), 1e-12) + ENV_SPREAD_K * spread:
-            return False, f"step {b.get('step')}: loss {la:.6g} submitted, {lb:.6g} re-run" + (
-                f" ({lc:.6g} under the other CPU capability)" if lc is not None else "")
+        if abs(la - lb) > ENV_LOSS_RTOL * max(abs(lb), 1e-12):
+            return False, f"step {b.get('step')}: loss {la:.6g} submitted, {lb:.6g} re-run"
     acc = lambda records: ([r for r in records if r.get("type") == "epoch"] or [{}])[-1].get("test_acc")
     a1, a2 = acc(sub), acc(rerun)
-    a3 = acc(alt) if alt is not None else None
-    acc_tol = ENV_ACC_TOL + (ENV_SPREAD_K * abs(a2 - a3) if a2 is not None and a3 is not None else 0.0)
-    if a1 is None or a2 is None or abs(a1 - a2) > acc_tol:
+    stable = alt is None or acc(alt) == a2
+    detail = f"the first {ENV_LOSS_STEPS} losses within {ENV_LOSS_RTOL:g} (relative)"
+    if not stable:
+        return True, detail + (f"; the final accuracy is not compared: this run ends at another accuracy under "
+                               f"another CPU capability ({a2} vs {acc(alt)}), as diverging runs do")
+    if a1 is None or a2 is None or abs(a1 - a2) > ENV_ACC_TOL:
         return False, f"final test accuracy {a1} submitted, {a2} re-run"
-    if s3 is None:
-        return True, (f"the first {ENV_LOSS_STEPS} losses within {ENV_LOSS_RTOL:g} (relative), the final test "
-                      f"accuracy within {ENV_ACC_TOL}")
-    return True, (f"every step's loss within {ENV_LOSS_RTOL:g} (relative) plus {ENV_SPREAD_K:g}x the spread between "
-                  f"the grader's re-runs under two CPU capabilities, the final test accuracy within {ENV_ACC_TOL} "
-                  f"plus {ENV_SPREAD_K:g}x theirs")
+    return True, detail + f", the final test accuracy within {ENV_ACC_TOL}"
 
 
 @dataclass

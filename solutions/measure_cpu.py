@@ -3,6 +3,8 @@ tolerance rests on this).
 
     python -m solutions.measure_cpu --seeds 0 1 --epochs 1 3 --out solutions/cpu_capabilities.json
 
+(about 1.5 hours on 2 busy cores: 108 trainings.)
+
 A student's laptop and the grading machine can run different CPU kernels (AVX-512, AVX2, or
 none): the same code and seed then give other bits. torch picks its kernels from
 ATEN_CPU_CAPABILITY, so every capability this CPU supports can be measured on one machine. For
@@ -11,6 +13,10 @@ fix of amp_no_scaling trains) and every break, once per capability, and records 
 largest relative difference between capabilities, step by step, plus the final test accuracy and
 loss. Seed 42 is left out on purpose: the tests grade seed-42 submissions against the tolerance
 taken from these seeds.
+
+It ends by applying the grader's rule for runs from another machine (grader/rubric.py
+`metrics_within_tolerance`) to every honest case the data holds: a run made under one capability
+(the student's), re-run under a second (the grader's) and a third (the grader's second re-run).
 """
 from __future__ import annotations
 
@@ -22,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
-from itertools import combinations
+from itertools import combinations, permutations
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,15 +111,52 @@ def main() -> None:
                                  "test_acc_abs": abs(ea["test_acc"] - eb["test_acc"]),
                                  "test_loss_rel": relative(ea["test_loss"], eb["test_loss"]),
                                  "field_rel_max": by_field})
-    report = {"capabilities": caps, "seeds": args.seeds, "epochs": args.epochs, "rows": rows}
+    report = {"capabilities": caps, "seeds": args.seeds, "epochs": args.epochs, "rows": [compact(r) for r in rows]}
     for r in rows:
         worst = sorted(r["field_rel_max"].items(), key=lambda kv: -kv[1])[:3]
         print(f"{r['config']:18s} seed {r['seed']} ep {r['epochs']} {r['pair'][0]:>7s}/{r['pair'][1]:<7s} "
               f"identical {str(r['identical']):5s} loss<=10 {r['loss_rel_first10']:.2e} all {r['loss_rel_all']:.2e} "
               f"acc {r['test_acc_abs']:.3f} test_loss {r['test_loss_rel']:.2e} worst "
               + ", ".join(f"{k} {v:.2e}" for k, v in worst))
+    print(summary(report))
     if args.out:
         args.out.write_text(json.dumps(report, indent=1) + "\n")
+
+
+def compact(row: dict) -> dict:
+    """A row as recorded: the first 10 steps' loss differences, the 3 fields that moved most."""
+    out = {k: v for k, v in row.items() if k not in ("loss_rel_by_step", "field_rel_max")}
+    out["loss_rel_first_steps"] = row["loss_rel_by_step"][:10]
+    out["field_rel_max"] = dict(sorted(row["field_rel_max"].items(), key=lambda kv: -kv[1])[:3])
+    return out
+
+
+def summary(report: dict) -> str:
+    """The numbers the grader's tolerance rests on, and its rule applied to every honest case."""
+    from breaklab.grader.rubric import ENV_ACC_TOL, ENV_LOSS_RTOL, ENV_LOSS_STEPS
+
+    rows, caps = report["rows"], report["capabilities"]
+    pair = {}
+    for r in rows:
+        a, b = r["pair"]
+        key = (r["config"], r["seed"], r["epochs"])
+        pair[key + (a, b)] = pair[key + (b, a)] = r
+    first = max(max(r["loss_rel_first_steps"][:ENV_LOSS_STEPS]) for r in rows)
+    acc = {}
+    for r in rows:
+        acc[r["config"]] = max(acc.get(r["config"], 0.0), r["test_acc_abs"])
+    keys = sorted({(r["config"], r["seed"], r["epochs"]) for r in rows})
+    total = verified = 0
+    for key in keys:
+        for sub, native, alt in permutations(caps, 3):
+            s_n, n_a = pair[key + (sub, native)], pair[key + (native, alt)]
+            early = max(s_n["loss_rel_first_steps"][:ENV_LOSS_STEPS]) <= ENV_LOSS_RTOL
+            stable = n_a["test_acc_abs"] == 0
+            total += 1
+            verified += early and (not stable or s_n["test_acc_abs"] <= ENV_ACC_TOL)
+    return (f"first {ENV_LOSS_STEPS} losses: at most {first:.2e} apart (relative); final test accuracy apart by at "
+            f"most: " + ", ".join(f"{c} {v:.3f}" for c, v in acc.items()) +
+            f"\nthe grader's rule verifies {verified} of {total} honest (student, grader, second re-run) cases")
 
 
 if __name__ == "__main__":

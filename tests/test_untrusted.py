@@ -14,7 +14,6 @@ import os
 import re
 import socket
 import tarfile
-import threading
 import time
 from pathlib import Path
 
@@ -71,13 +70,17 @@ def test_a_fifo_in_place_of_a_run_file_neither_blocks_nor_is_read(tmp_path):
     files, problems = untrusted.read_folder_files(run, {"fixed/summary.json": 1 << 20})
     assert time.monotonic() - start < 5
     assert files == {} and problems == ["fixed/summary.json is a FIFO, not a regular file"]
-    # A FIFO with a writer attached: still refused, not read.
-    writer = threading.Thread(target=lambda: open(fifo, "wb").write(b"{}"), daemon=True)
-    writer.start()
-    files, problems = untrusted.read_folder_files(run, {"fixed/summary.json": 1 << 20})
-    assert files == {} and "FIFO" in problems[0]
-    with open(fifo, "rb", buffering=0) as unblock:  # let the writer thread finish
-        unblock.read()
+    # A FIFO with a writer attached and data waiting: still refused, not read.
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    try:
+        os.write(writer, b"{}")
+        files, problems = untrusted.read_folder_files(run, {"fixed/summary.json": 1 << 20})
+        assert files == {} and "FIFO" in problems[0]
+        assert os.read(reader, 10) == b"{}"  # the data is still there: nobody read it
+    finally:
+        os.close(writer)
+        os.close(reader)
 
 
 def test_sockets_devices_and_oversized_files_are_refused(tmp_path):
@@ -318,7 +321,7 @@ def test_run_checks_tell_identical_verified_tampered_and_mismatch():
                          **common)
     assert verified.status == "verified" and verified.trusted
     early = [dict(r) for r in records]
-    early[5]["loss"] *= 1.01  # without a second re-run, the first 10 steps are what can be checked
+    early[3]["loss"] *= 1.01  # without a second re-run, the first 5 steps are what can be checked
     mismatch = check_run("broken", metrics_same=False, ckpt_same=False, env_diff=["cpu_capability 'DEFAULT' vs 'AVX512'"],
                          **{**common, "sub_records": early})
     assert mismatch.status == "mismatch" and not mismatch.trusted
@@ -331,16 +334,16 @@ def test_run_checks_tell_identical_verified_tampered_and_mismatch():
     again = check_run("broken", metrics_same=False, ckpt_same=False, env_diff=["cpu_capability 'DEFAULT' vs 'AVX512'"],
                       alt_records=records, alt_same=True, alt_capability="default", **common)
     assert again.status == "verified" and "ATEN_CPU_CAPABILITY=default" in again.detail
-    # ... and otherwise the two re-runs' spread says how far this run moves with the CPU's kernels:
-    # every step is checked, late steps of a diverging run with a margin of 3x that spread.
-    chaotic = [dict(r) for r in records]
-    chaotic[15]["loss"] *= 1.5
-    other = [dict(r) for r in records]
-    other[15]["loss"] *= 1.2
+    # ... and otherwise the first steps are compared, and the final accuracy where the grader's two
+    # re-runs under different capabilities agree on it (a run that does not diverge).
+    epoch = lambda acc: {"type": "epoch", "epoch": 0, "test_acc": acc}
     args = dict(metrics_same=False, ckpt_same=False, env_diff=["cpu_capability 'AVX2' vs 'AVX512'"],
                 alt_capability="avx2", rerun_ok=True, rerun_why="", rerun_records=records)
-    assert check_run("broken", sub_records=chaotic, alt_records=other, **args).status == "verified"
-    assert check_run("broken", sub_records=chaotic, alt_records=records, **args).status == "mismatch"
+    late = [dict(r) for r in records[:-1]] + [epoch(0.85)]
+    late[15]["loss"] *= 1.5
+    assert check_run("broken", sub_records=late, alt_records=records, **args).status == "mismatch"
+    diverging = records[:-1] + [epoch(0.93)]
+    assert check_run("broken", sub_records=late, alt_records=diverging, **args).status == "verified"
     full = reproducibility("broken", 9, 8, verified)
     assert [c.points for c in full] == [9, 8] and not any(c.review for c in full)
     assert [c.points for c in reproducibility("broken", 9, 8, mismatch)] == [0, 0]
