@@ -164,9 +164,9 @@ def edit(path: str, change):
 
 
 def capabilities() -> list[str]:
-    from solutions.measure_cpu import supported_capabilities
+    from breaklab.grader.runs import cpu_capabilities
 
-    return supported_capabilities()
+    return cpu_capabilities()
 
 
 def other_capability() -> tuple[str, str] | None:

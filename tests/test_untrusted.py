@@ -213,9 +213,10 @@ def test_grades_csv_cells_are_one_line_and_never_formulas(tmp_path):
 
 def test_only_the_hunks_in_the_breaks_files_are_kept():
     from breaklab.grader.gitrepo import restrict_patch
-    from breaklab.solutions import fix_patch
 
-    hook = fix_patch("huge_lr")
+    hook = (b"diff --git a/breaks/huge_lr.py b/breaks/huge_lr.py\nindex 3333333..4444444 100644\n"
+            b"--- a/breaks/huge_lr.py\n+++ b/breaks/huge_lr.py\n@@ -19 +19 @@\n-        return lr * 100\n"
+            b"+        return lr\n")
     config = (b"diff --git a/trainer.py b/trainer.py\nindex 1111111..2222222 100644\n--- a/trainer.py\n"
               b"+++ b/trainer.py\n@@ -1 +1 @@\n-    lr: float = 0.1\n+    lr: float = 0.001\n")
     kept, dropped = restrict_patch(config + hook + config.replace(b"trainer.py", b"canonical_setup.py"),
@@ -368,6 +369,7 @@ def _course(tmp_path: Path) -> Path:
 
 
 def test_grade_refuses_without_isolation_unless_told(tmp_path, monkeypatch):
+    pytest.importorskip("breaklab.solutions", reason="grading needs the rubrics (not in the student kit)")
     from breaklab.cli import cli
     from breaklab.grader import grade as grade_module
 
@@ -386,6 +388,7 @@ def test_grade_refuses_without_isolation_unless_told(tmp_path, monkeypatch):
 
 
 def test_grade_exits_non_zero_and_counts_what_it_could_not_grade(tmp_path):
+    pytest.importorskip("breaklab.solutions", reason="grading needs the rubrics (not in the student kit)")
     from breaklab.cli import cli
 
     inbox = tmp_path / "inbox"
