@@ -43,7 +43,6 @@ from breaklab.grader.sandbox import (exposed, fs_isolation_available, isolation_
                                      python, run_sandboxed)
 
 RESERVED = {".work", "grades.csv", "results.json"}
-PROBE_TIMEOUT_SHARE = 0.5   # the hook probe gets half the re-run timeout (it trains nothing)
 
 
 class IsolationUnavailable(Exception):
@@ -166,7 +165,7 @@ class Grader:
                 self.progress(f"  probe: the patched {break_name} hooks")
                 res = run_sandboxed([python(), "-s", str(code / "probe.py"), str(tree), break_name, str(seed),
                                      str(code / "inputs.json"), "probe-out.json"],
-                                    cwd=work, timeout=max(10.0, self.timeout * PROBE_TIMEOUT_SHARE),
+                                    cwd=work, timeout=self.timeout,  # importing torch is most of a run
                                     readable=[tree, code])
                 files, problems = read_folder_files(work, {"probe-out.json": probe_module.MAX_OUTPUT})
                 output, why = None, ""
