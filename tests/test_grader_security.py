@@ -249,7 +249,7 @@ def attacked(tmp_path_factory):
     grades = grader.grade_all(sorted(inbox.iterdir()), jobs=2, formats=("json", "csv", "gradescope"))
     by_tarball = {g["tarball"]: g for g in grades}
     return {"grades": {k: by_tarball[p.name] for k, p in subs.items()}, "out": out, "base": base,
-            "before": before, "victim": victim, "victim_dir": victim_dir, "caps": caps}
+            "before": before, "victim": victim, "victim_dir": victim_dir, "caps": caps, "subs": subs}
 
 
 def points(grade: dict) -> dict[str, float]:
@@ -373,3 +373,27 @@ def test_an_honest_submission_from_another_cpu_scores_at_least_95(attacked):
     crit = {c["name"]: c for c in g["criteria"]}
     assert "another environment" in crit["broken_metrics"]["reason"] and there.upper() in crit["broken_metrics"]["reason"].upper()
     assert crit["claim_matches"]["points"] == 12, crit["claim_matches"]["reason"]
+
+
+def test_a_run_from_a_cpu_this_machine_cannot_emulate_is_verified_within_the_tolerance(attacked, tmp_path,
+                                                                                       monkeypatch):
+    """A real laptop differs in more than ATen's kernels (MKL picks its own): then the grader's
+    second re-run is under a third capability, the submitted run is checked within the measured
+    cross-CPU tolerance, and the claim against the student's own numbers."""
+    from breaklab.grader import grade as grade_module
+    from breaklab.grader.grade import Grader
+
+    if attacked["caps"] is None or len(capabilities()) < 3:
+        pytest.skip("needs three CPU capabilities (default, avx2, avx512)")
+    here, there = attacked["caps"]
+    third = next(c for c in capabilities() if c not in (here, there))
+    monkeypatch.setattr(grade_module, "other_capability", lambda submitted, rerun: third)
+    sub = attacked["subs"]["other_cpu"]
+    g = Grader(repo=fx.workspace() / "course", out=tmp_path / "graded", plots=False).grade_all([sub])[0]
+    crit = {c["name"]: c for c in g["criteria"]}
+    assert g["score"] >= 95 and g["integrity"] == [], [c for c in g["criteria"] if c["points"] < c["max"]]
+    assert "within the cross-CPU tolerance" in crit["broken_metrics"]["reason"], crit["broken_metrics"]["reason"]
+    assert crit["broken_metrics"]["points"] == 9 and not crit["broken_metrics"].get("review")
+    # The claim quotes the student's run, which the grader's own re-run does not reproduce exactly.
+    assert crit["claim_matches"]["points"] == 12, crit["claim_matches"]["reason"]
+    assert g["reruns"]["broken"]["also_run_with"] == f"ATEN_CPU_CAPABILITY={third}"
