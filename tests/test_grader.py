@@ -58,8 +58,13 @@ def test_reference_submission_scores_at_least_95(grades, name):
 # (bad submission, the reference it derives from, {criterion: points it keeps})
 BAD = {
     "wrong_fix": ("label_permute", {"recovers": 0}),
-    "non_minimal_fix": ("huge_lr", {"minimal_scope": 0}),
-    "tampered_metrics": ("huge_lr", {"broken_metrics": 0}),
+    # trainer.py is outside the break's files: not run, so the hook is still broken (no fix points,
+    # no points for the fixed run)
+    "non_minimal_fix": ("huge_lr", {"minimal_scope": 0, "minimal_size": 0, "recovers": 0,
+                                    "fixed_metrics": 0, "fixed_checkpoint": 0}),
+    # an edited run costs every reproducibility point (and raises an integrity flag)
+    "tampered_metrics": ("huge_lr", {"broken_metrics": 0, "broken_checkpoint": 0, "fixed_metrics": 0,
+                                     "fixed_checkpoint": 0}),
     "long_report": ("huge_lr", {"length": 0}),
     "missing_section": ("huge_lr", {"sections": 1.5}),
     "wrong_claim": ("huge_lr", {"claim_matches": 0}),
@@ -88,8 +93,10 @@ def test_bad_submissions_say_why(grades):
     reason = lambda bad, name: fx.criterion(grades[bad], name)["reason"]
     assert "does not recover" in reason("wrong_fix", "recovers")
     assert "trainer.py" in reason("non_minimal_fix", "minimal_scope")
-    assert grades["non_minimal_fix"]["reruns"]["fixed"]["test_acc"] > 0.9  # it did recover
+    assert grades["non_minimal_fix"]["reruns"]["fixed"] is None  # out of scope: not run
+    assert any("trainer.py" in n for n in grades["non_minimal_fix"]["notes"])
     assert "edited or not made by this code" in reason("tampered_metrics", "broken_metrics")
+    assert grades["tampered_metrics"]["integrity"] and not grades["huge_lr"]["integrity"]
     assert re.search(r"\d+ words \(limit 500\)", reason("long_report", "length"))
     assert "Verification" in reason("missing_section", "sections")
     assert "0.5" in reason("wrong_claim", "claim_matches") and "7.662" in reason("wrong_claim", "claim_matches")
@@ -228,12 +235,13 @@ def test_grade_md_shows_broken_and_fixed_plots_side_by_side(grades, tmp_path):
     runs = Path(fx.workspace() / "graded" / ".work" / "runs")
     g = grades["huge_lr"]
     folders = {}
-    for folder in runs.iterdir():
-        for label in ("broken", "fixed"):
-            if (folder / label / "metrics.jsonl").is_file() and label not in folders:
-                meta = json.loads((folder / label / "meta.json").read_text())
-                if meta["break"] == "huge_lr":
-                    folders[label] = str(folder / label)
+    for folder in runs.iterdir():  # each run's files, as the grader copied them out
+        files = folder / "files"
+        if (files / "metrics.jsonl").is_file():
+            meta = json.loads((files / "meta.json").read_text())
+            label = meta["config"]["out"]
+            if meta["break"] == "huge_lr" and label in ("broken", "fixed") and label not in folders:
+                folders[label] = str(files)
     plots = make_plots(tmp_path, folders)
     md = grade_markdown(g, plots)
     if isinstance(plots, dict):
