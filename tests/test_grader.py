@@ -410,23 +410,36 @@ def _records(losses, acc):
             + [{"type": "epoch", "epoch": 0, "step": len(losses), "test_acc": acc}])
 
 
-def test_other_environment_gets_partial_credit_only_within_tolerance():
-    from breaklab.grader.rubric import reproducibility
+def test_other_environment_gets_full_credit_only_within_tolerance():
+    """Another environment: full points when the run agrees within the measured cross-CPU
+    tolerance (bytes cannot match there), 0 and a review item outside it; in the same environment
+    other bytes are a tampered run. The maxima are the declared table's."""
+    from breaklab.grader.rubric import CRITERIA, check_run, reproducibility
 
     rerun = _records([2.3, 2.1, 1.9], 0.916)
     close = _records([2.3 * (1 + 1e-6), 2.1, 1.9], 0.916)
     far = _records([2.3 * 1.01, 2.1, 1.9], 0.916)
     kw = dict(rerun_ok=True, rerun_why="", metrics_same=False, ckpt_same=False, rerun_records=rerun)
     other = ["torch '2.3.0' vs '2.14.1'"]
-    partial = reproducibility("broken", env_diff=other, sub_records=close, **kw)
-    assert [c.points for c in partial] == [5.4, 4.8] and all(c.review for c in partial)
-    assert "environment differs" in partial[0].reason and "torch" in partial[0].reason
-    assert [c.points for c in reproducibility("broken", env_diff=other, sub_records=far, **kw)] == [0, 0]
-    same_env = reproducibility("broken", env_diff=[], sub_records=close, **kw)
+    full = reproducibility("broken", check_run("broken", env_diff=other, sub_records=close, **kw))
+    assert [c.points for c in full] == [CRITERIA["broken_metrics"].max, CRITERIA["broken_checkpoint"].max] == [9, 8]
+    assert not any(c.review for c in full)
+    assert "another environment" in full[0].reason and "torch" in full[0].reason
+    outside = reproducibility("broken", check_run("broken", env_diff=other, sub_records=far, **kw))
+    assert [c.points for c in outside] == [0, 0] and all(c.review for c in outside)
+    same_env_check = check_run("broken", env_diff=[], sub_records=close, **kw)
+    same_env = reproducibility("broken", same_env_check)
+    assert same_env_check.status == "tampered"
     assert [c.points for c in same_env] == [0, 0] and "same environment" in same_env[0].reason
-    failed = reproducibility("fixed", rerun_ok=False, rerun_why="stopped at the wall-clock limit",
-                             metrics_same=False, ckpt_same=False, env_diff=[], sub_records=None, rerun_records=None)
+    failed = reproducibility("fixed", check_run("fixed", rerun_ok=False, rerun_why="stopped at the wall-clock limit",
+                                                metrics_same=False, ckpt_same=False, env_diff=[],
+                                                sub_records=None, rerun_records=None))
     assert [c.points for c in failed] == [0, 0] and "wall-clock" in failed[0].reason
+    identical = check_run("fixed", rerun_ok=True, rerun_why="", metrics_same=True, ckpt_same=True, env_diff=[],
+                          sub_records=None, rerun_records=None)
+    assert [(c.points, c.max) for c in reproducibility("fixed", identical)] == [(9, 9), (9, 9)]
+    voided = reproducibility("fixed", identical, void="no points for the fixed run: a no-op")
+    assert [(c.points, c.max) for c in voided] == [(0, 9), (0, 9)] and "no-op" in voided[0].reason
 
 
 def test_claims_on_epoch_metrics_and_per_layer_paths():
