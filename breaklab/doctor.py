@@ -20,7 +20,6 @@ import io
 import json
 import math
 import statistics
-import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -40,13 +39,12 @@ class RunReadError(Exception):
     """The path is not a readable run (message says what is wrong and what to do)."""
 
 
-# The files a run may hold, with the most bytes the doctor will read from each.
+# The files a run may hold, with the most bytes the doctor will read from each. Tarballs are read
+# by breaklab.untrusted, with the same limits as the grader's intake.
 MiB = 1 << 20
 RUN_FILE_CAPS = {"metrics.jsonl": 64 * MiB, "checkpoint.pt": 64 * MiB, "checkpoint.pt.sha256": 4096,
                  "meta.json": 1 * MiB, "summary.json": 1 * MiB, "command.txt": 64 * 1024,
                  "report.png": 16 * MiB}
-MAX_TAR_MEMBERS = 64
-MAX_TAR_TOTAL = 160 * MiB
 
 
 @dataclass
@@ -63,65 +61,38 @@ class Run:
 
 
 def read_tarball_members(path: Path) -> dict[str, bytes]:
-    """The run files inside a tarball, read into memory without extracting anything.
+    """The run files inside a tarball (basename -> bytes), read into memory, nothing extracted.
 
-    Untrusted input: only regular files and directories are accepted, names must be relative and
-    stay inside one top folder, each known file has a size cap, and the member count and total
-    size are capped. Unknown regular files are skipped, never read."""
-    files: dict[str, bytes] = {}
-    total = 0
+    Untrusted input, read by breaklab.untrusted: only regular files and folders, relative plain
+    names, capped member count and sizes. Only the known run files at the top or one folder down
+    are read (each under its own cap); anything else is skipped unread."""
+    from breaklab import untrusted
+
+    def accept(name: str) -> int | None:
+        parts = name.split("/")
+        return RUN_FILE_CAPS.get(parts[-1]) if len(parts) <= 2 else None
+
     try:
-        with tarfile.open(path, mode="r:*") as tar:
-            for count, member in enumerate(tar, 1):
-                if count > MAX_TAR_MEMBERS:
-                    raise RunReadError(f"{path}: more than {MAX_TAR_MEMBERS} entries; not a run tarball")
-                name = member.name
-                parts = [p for p in name.split("/") if p not in ("", ".")]
-                if name.startswith("/") or ".." in parts or "\\" in name or len(name) > 255:
-                    raise RunReadError(f"{path}: entry {name!r} points outside the tarball; refusing it")
-                if member.isdir():
-                    continue
-                if not member.isreg():
-                    raise RunReadError(f"{path}: entry {name!r} is a link or special file; refusing the tarball")
-                if len(parts) > 2:
-                    continue
-                base = parts[-1]
-                if base not in RUN_FILE_CAPS:
-                    continue
-                if member.size > RUN_FILE_CAPS[base]:
-                    raise RunReadError(f"{path}: {base} is {member.size} bytes, over the "
-                                       f"{RUN_FILE_CAPS[base]}-byte cap for a run file")
-                total += member.size
-                if total > MAX_TAR_TOTAL:
-                    raise RunReadError(f"{path}: run files exceed {MAX_TAR_TOTAL // MiB} MiB in total")
-                handle = tar.extractfile(member)
-                data = handle.read(RUN_FILE_CAPS[base] + 1) if handle else b""
-                if len(data) != member.size:
-                    raise RunReadError(f"{path}: {base} is truncated")
-                files[base] = data
-    except (tarfile.TarError, EOFError, OSError, ValueError) as e:
-        if isinstance(e, RunReadError):
-            raise
-        first_line = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if "could not be opened successfully" in first_line:  # tarfile's text ends in a colon
-            first_line = "not a tar or gzip archive"
-        first_line = first_line.rstrip(" :;,-")
-        raise RunReadError(f"{path}: not a readable run tarball ({first_line}); give a .tgz made by "
+        members = untrusted.read_tar(path, accept, require_gzip=False)
+    except untrusted.Untrusted as e:
+        raise RunReadError(f"{path}: not a readable run tarball ({e}); give a .tgz made by "
                            f"demo_run.sh or breaklab pack, or a run folder") from None
+    files: dict[str, bytes] = {}
+    for name, data in sorted(members.items(), key=lambda kv: kv[0].count("/")):
+        files.setdefault(name.split("/")[-1], data)
     return files
 
 
 def read_run_files(path: Path | str) -> dict[str, bytes]:
-    """The run's files (name -> bytes) from a folder or a tarball."""
+    """The run's files (name -> bytes) from a folder or a tarball, read without following links
+    (breaklab.untrusted): a link, FIFO or device where a run file should be is an error."""
+    from breaklab import untrusted
+
     path = Path(path)
     if path.is_dir():
-        files = {}
-        for name, cap in RUN_FILE_CAPS.items():
-            f = path / name
-            if f.is_file() and not f.is_symlink():
-                if f.stat().st_size > cap:
-                    raise RunReadError(f"{f}: {f.stat().st_size} bytes, over the {cap}-byte cap")
-                files[name] = f.read_bytes()
+        files, problems = untrusted.read_folder_files(path, RUN_FILE_CAPS)
+        if problems:
+            raise RunReadError(f"{path}: {problems[0]}")
         return files
     if path.is_file() and path.name.endswith(".sha256"):
         tarball = path.name.removesuffix(".sha256")

@@ -264,7 +264,7 @@ def commands_text(spec, base: str) -> str:
 
 
 def _read_evidence(paths) -> dict[str, bytes]:
-    from breaklab.grader.intake import SAFE_PART
+    from breaklab.untrusted import SAFE_PART
 
     out: dict[str, bytes] = {}
     for p in paths:

@@ -167,3 +167,31 @@ def patch_problems(patch: bytes) -> list[str]:
         if ch.mode in ("120000", "160000"):
             problems.append(f"{ch.path}: symlinks and submodules are not accepted")
     return problems
+
+
+def split_patch(patch: bytes) -> list[tuple[FileChange, bytes]]:
+    """The patch cut into its files: each file's FileChange with the bytes of its section."""
+    starts = [0] if not patch.startswith(b"diff --git ") else []
+    pos = 0
+    for line in patch.splitlines(keepends=True):
+        if line.startswith(b"diff --git "):
+            starts.append(pos)
+        pos += len(line)
+    bounds = list(zip(starts, starts[1:] + [len(patch)]))
+    sections = [patch[a:b] for a, b in bounds if patch[a:b].startswith(b"diff --git ")]
+    return [(parse_patch(s)[0], s) for s in sections if parse_patch(s)]
+
+
+def restrict_patch(patch: bytes, allowed_files: list[str]) -> tuple[bytes, list[str]]:
+    """(the part of the patch that changes only allowed_files, as text; the paths of the rest).
+
+    Only this part is applied and run: a change elsewhere (trainer.py, the Config, another
+    module) is out of scope, named in the grade, and never executed."""
+    kept, dropped = [], []
+    for change, section in split_patch(patch):
+        paths = {p for p in (change.old_path, change.new_path) if p is not None}
+        if paths and paths <= set(allowed_files) and not change.binary and change.mode is None:
+            kept.append(section)
+        else:
+            dropped.append(change.path + (" (binary or mode change)" if change.binary or change.mode else ""))
+    return b"".join(kept), dropped

@@ -1,39 +1,33 @@
 """Open a submission tarball without trusting it.
 
 Order of checks, each a rejection with a reason (never an exception that escapes):
-  1. the file: a regular file, at most MAX_TARBALL bytes, gzip magic;
-  2. a streaming pre-scan of the raw tar headers, before `tarfile` sees anything: caps on the
-     decompressed size, the member count, each member's size, PAX header sizes; only regular
+  1. the file: a regular file, not a link, at most MAX_TARBALL bytes, gzip magic, read once;
+  2. breaklab.untrusted's pre-scan of the raw tar headers, before `tarfile` sees anything: caps on
+     the decompressed size, the member count, each member's size, PAX header sizes; only regular
      files and folders (no links, devices, FIFOs); safe relative names under one top folder;
-  3. extraction by hand into a fresh folder: each file opened with O_CREAT|O_EXCL|O_NOFOLLOW
-     under a path built from validated components, with `tarfile.data_filter` as a second
-     opinion where this Python has it (PEP 706);
-  4. the manifest: valid JSON of the expected shape, listing exactly the files that are there,
-     each with its SHA-256.
+     then the members' bytes, read into memory (the same reader, with the same limits, opens the
+     doctor's run tarballs);
+  3. the manifest: valid JSON of the expected shape, listing exactly the files that are there,
+     each with its SHA-256;
+  4. a copy on disk for people to look at: written into a fresh folder of the grader's, each file
+     O_CREAT|O_EXCL|O_NOFOLLOW. The grader itself reads the bytes in memory.
 """
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
-import os
 import re
-import stat
-import tarfile
-import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-MAX_TARBALL = 64 << 20     # compressed
-MAX_TOTAL = 96 << 20       # all members, decompressed
-MAX_MEMBER = 32 << 20      # one member
-MAX_MEMBERS = 200
-MAX_PAX = 64 << 10
-MAX_NAME = 200
-MAX_DEPTH = 4
+from breaklab import untrusted
+from breaklab.untrusted import MAX_MEMBERS, Untrusted
+
+MAX_TARBALL = untrusted.MAX_COMPRESSED
+MAX_TOTAL = untrusted.MAX_TOTAL
+MAX_MEMBER = untrusted.MAX_MEMBER
 MAX_MANIFEST = 1 << 20
-SAFE_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+-]{0,99}$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
 STUDENT = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -53,14 +47,18 @@ class Rejected(Exception):
 class Submission:
     tarball: Path
     tarball_sha256: str
-    root: Path                  # the extracted top folder
+    root: Path                  # the copy on disk, for people (the grader reads `files`)
     manifest: dict[str, Any]
+    files: dict[str, bytes] = field(default_factory=dict, repr=False)  # relative name -> bytes
 
     def path(self, name: str) -> Path:
         return self.root / name
 
+    def read_bytes(self, name: str) -> bytes:
+        return self.files[name]
+
     def read_text(self, name: str) -> str:
-        return self.path(name).read_text(encoding="utf-8", errors="replace")
+        return self.files[name].decode("utf-8", errors="replace")
 
     @property
     def evidence(self) -> list[str]:
@@ -68,258 +66,67 @@ class Submission:
 
 
 def open_submission(tarball: Path, dest: Path) -> Submission:
-    """Check and extract tarball into dest (a fresh folder); raise Rejected with the reason."""
+    """Check tarball, read its members, and copy them into dest (a fresh folder); raise Rejected
+    with the reason."""
     tarball = Path(tarball)
     try:
-        st = tarball.lstat()
-    except OSError as e:
-        raise Rejected(f"cannot read the tarball: {e.strerror}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise Rejected("not a regular file")
-    if st.st_size > MAX_TARBALL:
-        raise Rejected(f"tarball is {st.st_size >> 20} MiB, over the {MAX_TARBALL >> 20} MiB cap")
-    digest = _sha256_file(tarball)
-    _check_sha_file(tarball, digest)
-    with open(tarball, "rb") as f:
-        if f.read(2) != b"\x1f\x8b":
+        raw, gzipped = untrusted.read_tarball_bytes(tarball)
+        if not gzipped:
             raise Rejected("not a gzip-compressed tarball (.tgz)")
-    names = prescan(tarball)
-    tops = {n.split("/", 1)[0] for n in names}
-    if len(tops) != 1:
-        raise Rejected(f"expected one top folder, found {len(tops)}")
-    dest.mkdir(parents=True, exist_ok=False)
-    _extract(tarball, dest)
-    root = dest / tops.pop()
-    if not root.is_dir() or root.is_symlink():
+        digest = hashlib.sha256(raw).hexdigest()
+        _check_sha_file(tarball, digest)
+        names = untrusted.prescan(raw, gzipped)
+        tops = {n.split("/", 1)[0] for n in names}
+        if len(tops) != 1:
+            raise Rejected(f"expected one top folder, found {len(tops)}")
+        top = tops.pop()
+        if top + "/" not in names and not any(n.startswith(top + "/") and n != top + "/" for n in names):
+            raise Rejected("the top entry is not a folder")
+        members = untrusted.read_tar_bytes(raw, gzipped)
+    except Untrusted as e:
+        raise Rejected(str(e)) from None
+    if top in members:
         raise Rejected("the top entry is not a folder")
-    manifest = _check_manifest(root)
-    return Submission(tarball, digest, root, manifest)
-
-
-# ---------------------------------------------------------------------------------------------
-# 2. Pre-scan of the raw tar stream
-# ---------------------------------------------------------------------------------------------
-
-def _octal(field: bytes) -> int:
-    if field and field[0] & 0x80:  # GNU base-256 for big numbers: always over our caps
-        return 1 << 62
-    text = field.split(b"\0", 1)[0].strip() or b"0"
+    files = {name.split("/", 1)[1]: data for name, data in members.items()}
+    manifest = _check_manifest(files)
     try:
-        return int(text, 8)
-    except ValueError:
-        raise Rejected("corrupt tar header (bad size field)") from None
+        dest.mkdir(parents=True, exist_ok=False)
+        untrusted.write_fresh(dest / top, files)
+    except (OSError, Untrusted) as e:
+        raise Rejected(f"cannot copy the files out ({e})") from None
+    return Submission(tarball, digest, dest / top, manifest, files)
 
 
 def check_name(name: str) -> str:
-    """A member name we are willing to create: relative, short, plain components."""
-    if "\0" in name or "\\" in name:
-        raise Rejected(f"member name with a NUL or backslash: {name!r}")
-    if name.startswith("/"):
-        raise Rejected(f"absolute member path: {name!r}")
-    clean = name.rstrip("/")
-    if len(clean) > MAX_NAME:
-        raise Rejected(f"member name over {MAX_NAME} characters")
-    parts = clean.split("/")
-    if any(p in ("", ".", "..") for p in parts):
-        raise Rejected(f"member path leaves or confuses the folder: {name!r}")
-    if len(parts) > MAX_DEPTH:
-        raise Rejected(f"member path deeper than {MAX_DEPTH}: {name!r}")
-    for p in parts:
-        if not SAFE_PART.match(p):
-            raise Rejected(f"member name with unexpected characters: {name!r}")
-    return clean
-
-
-def prescan(tarball: Path) -> list[str]:
-    """Walk the tar headers in the decompressed stream, enforcing the caps; return the names."""
-    names: list[str] = []
-    seen: set[str] = set()
-    total = 0
-    pax_name: str | None = None
     try:
-        with gzip.open(tarball, "rb") as stream:
-            while True:
-                header = stream.read(512)
-                if len(header) == 0:
-                    break
-                if len(header) < 512:
-                    raise Rejected("tarball is truncated")
-                if header == b"\0" * 512:
-                    break  # end of archive
-                if _checksum_ok(header) is False:
-                    raise Rejected("corrupt tar header (checksum)")
-                size = _octal(header[124:136])
-                kind = header[156:157]
-                if kind in (b"x", b"g"):  # PAX extended header: read it, bounded
-                    if size > MAX_PAX:
-                        raise Rejected("PAX header too large")
-                    data = stream.read(_padded(size))[:size]
-                    total += size
-                    pax_name = _pax_path(data) if kind == b"x" else pax_name
-                    continue
-                if kind in (b"L", b"K"):
-                    raise Rejected("GNU long-name records are not accepted")
-                name = pax_name or _ustar_name(header)
-                pax_name = None
-                if kind in (b"1", b"2"):
-                    raise Rejected(f"link member {name!r}: links are not accepted")
-                if kind in (b"3", b"4", b"6"):
-                    raise Rejected(f"device or FIFO member {name!r}")
-                if kind not in (b"0", b"\0", b"5"):
-                    raise Rejected(f"member {name!r} of unsupported type {kind!r}")
-                clean = check_name(name)
-                if clean in seen:
-                    raise Rejected(f"member {clean!r} appears twice")
-                seen.add(clean)
-                if kind == b"5":
-                    size = 0
-                elif size > MAX_MEMBER:
-                    raise Rejected(f"member {clean!r} is {size >> 20} MiB, over the {MAX_MEMBER >> 20} MiB cap")
-                total += size
-                if total > MAX_TOTAL:
-                    raise Rejected(f"members add up to over {MAX_TOTAL >> 20} MiB")
-                if len(seen) > MAX_MEMBERS:
-                    raise Rejected(f"more than {MAX_MEMBERS} members")
-                names.append(clean)
-                _skip(stream, _padded(size))
-    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as e:  # zlib.error: a bad deflate block
-        raise Rejected(f"corrupt gzip stream ({type(e).__name__})") from None
-    if not names:
-        raise Rejected("empty tarball")
-    return names
-
-
-def _checksum_ok(header: bytes) -> bool | None:
-    try:
-        stored = int(header[148:156].split(b"\0", 1)[0].strip() or b"0", 8)
-    except ValueError:
-        return False
-    computed = sum(header[:148]) + 8 * 32 + sum(header[156:])
-    return stored == computed
-
-
-def _padded(size: int) -> int:
-    return (size + 511) // 512 * 512
-
-
-def _skip(stream, n: int) -> None:
-    while n > 0:
-        chunk = stream.read(min(n, 1 << 20))
-        if not chunk:
-            raise Rejected("tarball is truncated")
-        n -= len(chunk)
-
-
-def _ustar_name(header: bytes) -> str:
-    name = header[0:100].split(b"\0", 1)[0]
-    prefix = header[345:500].split(b"\0", 1)[0] if header[257:262] == b"ustar" else b""
-    full = prefix + b"/" + name if prefix else name
-    try:
-        return full.decode("utf-8")
-    except UnicodeDecodeError:
-        raise Rejected("member name is not UTF-8") from None
-
-
-def _pax_path(data: bytes) -> str | None:
-    """The `path` record of a PAX header ("LEN path=VALUE\\n" records)."""
-    pos, path = 0, None
-    while pos < len(data):
-        sp = data.find(b" ", pos)
-        if sp < 0:
-            break
-        try:
-            length = int(data[pos:sp])
-        except ValueError:
-            raise Rejected("corrupt PAX header") from None
-        if length <= 0:
-            break
-        record = data[sp + 1:pos + length - 1]
-        key, _, value = record.partition(b"=")
-        if key in (b"path", b"linkpath"):
-            if key == b"linkpath":
-                raise Rejected("PAX linkpath: links are not accepted")
-            try:
-                path = value.decode("utf-8")
-            except UnicodeDecodeError:
-                raise Rejected("member name is not UTF-8") from None
-        pos += length
-    return path
-
-
-# ---------------------------------------------------------------------------------------------
-# 3. Extraction
-# ---------------------------------------------------------------------------------------------
-
-def _extract(tarball: Path, dest: Path) -> None:
-    data_filter = getattr(tarfile, "data_filter", None)
-    dest_real = os.path.realpath(dest)
-    try:
-        with tarfile.open(tarball, mode="r:gz") as tar:
-            count = 0
-            for member in tar:
-                count += 1
-                if count > MAX_MEMBERS:
-                    raise Rejected(f"more than {MAX_MEMBERS} members")
-                name = check_name(member.name)
-                if data_filter is not None:
-                    try:
-                        data_filter(member, dest_real)
-                    except tarfile.FilterError as e:
-                        raise Rejected(f"member {name!r} refused by tarfile's data filter: {e}") from None
-                target = os.path.join(dest_real, *name.split("/"))
-                if os.path.commonpath([dest_real, target]) != dest_real:
-                    raise Rejected(f"member {name!r} would land outside the folder")
-                if member.isdir():
-                    os.makedirs(target, mode=0o755, exist_ok=True)
-                    continue
-                if not member.isreg() or member.size > MAX_MEMBER:
-                    raise Rejected(f"member {name!r} is not an acceptable regular file")
-                os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
-                src = tar.extractfile(member)
-                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-                with os.fdopen(fd, "wb") as out:
-                    remaining = member.size
-                    while remaining > 0:
-                        chunk = src.read(min(remaining, 1 << 20))
-                        if not chunk:
-                            raise Rejected(f"member {name!r} is truncated")
-                        out.write(chunk)
-                        remaining -= len(chunk)
-    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
-        raise Rejected(f"cannot extract ({type(e).__name__}: {e})") from None
+        return untrusted.check_name(name)
+    except Untrusted as e:
+        raise Rejected(str(e)) from None
 
 
 # ---------------------------------------------------------------------------------------------
 # 4. Manifest
 # ---------------------------------------------------------------------------------------------
 
-def _files_under(root: Path) -> set[str]:
-    found = set()
-    for dirpath, dirnames, filenames in os.walk(root):
-        for f in filenames:
-            found.add(os.path.relpath(os.path.join(dirpath, f), root).replace(os.sep, "/"))
-    return found
-
-
-def _check_manifest(root: Path) -> dict[str, Any]:
-    path = root / "manifest.json"
-    if not path.is_file():
+def _check_manifest(files: dict[str, bytes]) -> dict[str, Any]:
+    raw = files.get("manifest.json")
+    if raw is None:
         raise Rejected("manifest.json is missing")
-    if path.stat().st_size > MAX_MANIFEST:
+    if len(raw) > MAX_MANIFEST:
         raise Rejected("manifest.json is too large")
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        manifest = json.loads(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
         raise Rejected(f"manifest.json is not valid JSON ({e})") from None
     validate_manifest(manifest)
     listed = set(manifest["files"])
-    present = _files_under(root) - {"manifest.json"}
+    present = set(files) - {"manifest.json"}
     if present - listed:
         raise Rejected("files not listed in the manifest: " + ", ".join(sorted(present - listed)[:5]))
     if listed - present:
         raise Rejected("files listed in the manifest are missing: " + ", ".join(sorted(listed - present)[:5]))
     for name, expected in sorted(manifest["files"].items()):
-        if _sha256_file(root / name) != expected:
+        if hashlib.sha256(files[name]).hexdigest() != expected:
             raise Rejected(f"{name} does not match its SHA-256 in the manifest")
     missing = [f for f in REQUIRED_FILES if f not in listed]
     if missing:
@@ -355,20 +162,11 @@ def validate_manifest(m: Any) -> None:
         check_name(name)
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _check_sha_file(tarball: Path, digest: str) -> None:
     side = tarball.with_name(tarball.name + ".sha256")
-    if side.is_file() and not side.is_symlink():
-        try:
-            words = side.read_text(errors="replace")[:200].split()
-        except OSError:
-            return
-        if words and words[0].lower() != digest:
-            raise Rejected(f"tarball does not match {side.name} (corrupt or changed after submitting)")
+    try:
+        words = untrusted.read_file(side, 4096).decode("utf-8", "replace")[:200].split()
+    except Untrusted:
+        return  # absent or not a plain file: nothing to compare
+    if words and words[0].lower() != digest:
+        raise Rejected(f"tarball does not match {side.name} (corrupt or changed after submitting)")

@@ -1,11 +1,18 @@
 """What the grader writes: per submission grade.json, grade.md (with the broken and fixed runs'
 plots side by side when breaklab.plots is available) and, on request, Gradescope's results.json;
-for the class grades.csv. Every file is written atomically under the output folder."""
+for the class grades.csv. Every file is written atomically under the output folder.
+
+Much of what a grade says comes from the submission: its id, its reasons' quoted errors, paths its
+code tried. Every such value is escaped where it lands: in grade.md one line, markdown and HTML
+characters backslash-escaped (no injected headings, links, images or table cells); in grades.csv
+one line, and a cell that a spreadsheet would read as a formula (=, +, -, @ first) starts
+with a quote (tabs and line breaks become spaces); in Gradescope's output, control characters removed. grade.json is JSON."""
 from __future__ import annotations
 
 import csv
 import io
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +22,30 @@ from breaklab.grader.rubric import WEIGHTS
 CSV_COLUMNS = ["submission", "student", "break", "seed", "status", "score",
                *WEIGHTS, "needs_review", "integrity", "review", "reason", "tarball_sha256", "sandbox_notes"]
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u2028\u2029\u0085]")
+# Mid-line (values never start a line), only these can make markup: emphasis, code, links and
+# images, HTML, table cells, strikethrough, entities.
+_MARKDOWN = re.compile(r"([\\`*_\[\]<>|~&])")
+
+
+def one_line(text: Any, limit: int = 2000) -> str:
+    """Text on one line: newlines and other control characters become spaces."""
+    flat = _CONTROL.sub(" ", str(text).replace("\r\n", " ").replace("\n", " ").replace("\r", " "))
+    return flat if len(flat) <= limit else flat[:limit] + "..."
+
+
+def md(text: Any, limit: int = 2000) -> str:
+    """A value for grade.md: one line, every markdown and HTML character escaped."""
+    return _MARKDOWN.sub(r"\\\1", one_line(text, limit))
+
+
+def csv_cell(value: Any) -> Any:
+    """A value for grades.csv: numbers as they are; text on one line, and never a formula."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    text = one_line(value).replace("\t", " ")
+    return "'" + text if text.lstrip()[:1] in ("=", "+", "-", "@") else text
+
 
 def public(grade: dict[str, Any]) -> dict[str, Any]:
     """The grade without the internal keys (paths of the working folder)."""
@@ -22,10 +53,11 @@ def public(grade: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_submission_outputs(folder: Path, grade: dict[str, Any], plots: bool = True,
-                             gradescope: bool = False) -> None:
-    """grade.json and grade.md always (they are the record of the grade); results.json on request."""
+                             gradescope: bool = False, scratch: Path | None = None) -> None:
+    """grade.json and grade.md always (they are the record of the grade); results.json on request.
+    scratch: a folder of the grader's (that does not exist yet) for the plots' copies."""
     atomic_write_text(folder / "grade.json", json.dumps(public(grade), indent=2, sort_keys=False) + "\n")
-    plots = (make_plots(folder, grade.get("_plots") or {}, grade.get("submission"))
+    plots = (make_plots(folder, grade.get("_plots") or {}, grade.get("submission"), scratch)
              if plots else "plots not drawn (--no-plots)")
     grade["plots"] = plots
     rewrite_submission_outputs(folder, grade, gradescope)
@@ -47,15 +79,16 @@ def write_class_outputs(out: Path, grades: list[dict[str, Any]], formats: tuple[
         w.writeheader()
         for g in sorted(grades, key=lambda g: g["submission"]):
             groups = g.get("groups", {})
-            w.writerow({"submission": g["submission"], "student": g.get("student") or "",
-                        "break": g.get("break_name") or "", "seed": g.get("seed", ""),
-                        "status": g["status"], "score": g["score"],
-                        **{k: groups.get(k, {}).get("points", 0) for k in WEIGHTS},
-                        "needs_review": "yes" if g.get("needs_review") else "no",
-                        "integrity": " | ".join(integrity_findings(g)),
-                        "review": " | ".join(g.get("needs_review", [])),
-                        "reason": g.get("reason") or "", "tarball_sha256": g.get("tarball_sha256", ""),
-                        "sandbox_notes": "; ".join((g.get("sandbox") or {}).get("notes") or [])})
+            row = {"submission": g["submission"], "student": g.get("student") or "",
+                   "break": g.get("break_name") or "", "seed": g.get("seed", ""),
+                   "status": g["status"], "score": g["score"],
+                   **{k: groups.get(k, {}).get("points", 0) for k in WEIGHTS},
+                   "needs_review": "yes" if g.get("needs_review") else "no",
+                   "integrity": " | ".join(integrity_findings(g)),
+                   "review": " | ".join(g.get("needs_review", [])),
+                   "reason": g.get("reason") or "", "tarball_sha256": g.get("tarball_sha256", ""),
+                   "sandbox_notes": "; ".join((g.get("sandbox") or {}).get("notes") or [])}
+            w.writerow({k: csv_cell(v) for k, v in row.items()})
         atomic_write_text(out / "grades.csv", buf.getvalue())
     if "gradescope" in formats and len(grades) == 1:
         # Gradescope grades one submission per container: its results.json at the top.
@@ -71,13 +104,15 @@ def gradescope_results(grade: dict[str, Any]) -> dict[str, Any]:
     """Gradescope autograder results: top-level score and one test per criterion."""
     tests = [{"name": f"{c['group']}: {c['name']}", "score": c["points"], "max_score": c["max"],
               "status": "passed" if c["points"] >= c["max"] else "failed",
-              "output": c["reason"] + (f" [review: {c['review']}]" if c.get("review") else ""),
+              "output": one_line(c["reason"] + (f" [review: {c['review']}]" if c.get("review") else "")),
               "visibility": "visible"} for c in grade["criteria"]]
     head = f"{grade['status']}: {grade['score']}/{grade['max']}"
     if grade.get("reason"):
-        head += f" ({grade['reason']})"
+        head += f" ({one_line(grade['reason'])})"
+    for flag in grade.get("integrity") or []:
+        head += f"\nIntegrity: {one_line(flag)}."
     for note in (grade.get("sandbox") or {}).get("notes") or []:
-        head += f"\nNote: {note}."
+        head += f"\nNote: {one_line(note)}."
     return {"score": grade["score"], "output": head, "visibility": "visible", "tests": tests}
 
 
@@ -85,11 +120,14 @@ def gradescope_results(grade: dict[str, Any]) -> dict[str, Any]:
 # Plots (breaklab.plots is optional: without it grade.md says so)
 # ---------------------------------------------------------------------------------------------
 
-def make_plots(folder: Path, runs: dict[str, str], submission: str | None = None) -> dict[str, str] | str:
+def make_plots(folder: Path, runs: dict[str, str], submission: str | None = None,
+               scratch: Path | None = None) -> dict[str, str] | str:
     """broken.png and fixed.png (breaklab.plots' one-page report of each re-run, shown side by side)
-    and compare.png (both on the same axes). Returns {label: file name}, or why there are none.
-    Each figure is titled with the submission and the run it shows, never with a working folder's
-    name."""
+    and compare.png (both on the same axes). `runs` are the grader's copies of the runs' files;
+    the plots read fresh copies of their text files only, in `scratch` (a folder that does not
+    exist yet), and never a checkpoint a student's code wrote. Returns {label: file name}, or why
+    there are none. Each figure is titled with the submission and the run it shows, never with a
+    working folder's name."""
     if not runs:
         return "no re-run to plot"
     try:
@@ -98,8 +136,8 @@ def make_plots(folder: Path, runs: dict[str, str], submission: str | None = None
     except Exception as e:  # the plots are a convenience: grading never depends on them
         return f"plots unavailable ({type(e).__name__}: breaklab.plots cannot be imported)"
     made: dict[str, str] = {}
-    runs = {label: _plain_copy(Path(d)) for label, d in runs.items()}
     try:
+        runs = {label: _plain_copy(Path(d), scratch, label) for label, d in runs.items()}
         for label, run_dir in sorted(runs.items()):
             name = f"{submission + ': ' if submission else ''}{label} run (re-run by the grader)"
             plots.write_report(Path(run_dir), folder / f"{label}.png", reference=False, name=name)
@@ -114,38 +152,50 @@ def make_plots(folder: Path, runs: dict[str, str], submission: str | None = None
     return made
 
 
-def _plain_copy(run_dir: Path) -> Path:
-    """The run's text files only: the plots never open a checkpoint a student's code wrote."""
-    import shutil
+def _plain_copy(run_dir: Path, scratch: Path | None, label: str) -> Path:
+    """The run's text files only, read without following links and written into a fresh folder."""
+    import tempfile
 
-    copy = run_dir.parent / f"{run_dir.name}-plot"
-    copy.mkdir(exist_ok=True)
-    for name in ("metrics.jsonl", "meta.json", "summary.json"):
-        if (run_dir / name).is_file() and not (run_dir / name).is_symlink():
-            shutil.copyfile(run_dir / name, copy / name)
-    return copy
+    from breaklab.untrusted import read_folder_files, write_fresh
+
+    files, _ = read_folder_files(run_dir, {"metrics.jsonl": 64 << 20, "meta.json": 1 << 20,
+                                           "summary.json": 1 << 20})
+    if scratch is None:
+        scratch = Path(tempfile.mkdtemp(prefix="breaklab-plots-"))
+        dest = scratch / label
+    else:
+        scratch.mkdir(parents=True, exist_ok=True)
+        dest = Path(tempfile.mkdtemp(prefix=f"{label}-", dir=scratch)) / label
+    return write_fresh(dest, files)
 
 
 def grade_markdown(grade: dict[str, Any], plots: dict[str, str] | str) -> str:
-    lines = [f"# Grade: {grade['submission']}", ""]
-    who = ", ".join(f"{k} {grade[k]}" for k in ("student", "break_name", "seed", "epochs", "threads")
-                    if grade.get(k) is not None)
+    lines = [f"# Grade: {md(grade['submission'])}", ""]
+    who = ", ".join(f"{k.replace('break_name', 'break')} {md(grade[k])}"
+                    for k in ("student", "break_name", "seed", "epochs", "threads") if grade.get(k) is not None)
     if who:
-        lines += [who.replace("break_name", "break"), ""]
-    lines += [f"**{grade['score']} / {grade['max']}** ({grade['status']})", ""]
+        lines += [who, ""]
+    lines += [f"**{grade['score']} / {grade['max']}** ({md(grade['status'])})", ""]
     if grade.get("reason"):
-        lines += [f"Reason: {grade['reason']}", ""]
+        lines += [f"Reason: {md(grade['reason'])}", ""]
+    for flag in grade.get("integrity") or []:
+        lines += [f"**Integrity:** {md(flag)}", ""]
     lines += ["| group | points | max |", "|---|---|---|"]
     for g, v in grade.get("groups", {}).items():
-        lines.append(f"| {g} | {v['points']} | {v['max']} |")
+        lines.append(f"| {md(g)} | {v['points']} | {v['max']} |")
     lines += ["", "| criterion | points | max | reason |", "|---|---|---|---|"]
     for c in grade["criteria"]:
-        reason = c["reason"].replace("|", "\\|").replace("\n", " ")
-        lines.append(f"| {c['group']}: {c['name']} | {c['points']} | {c['max']} | {reason} |")
+        lines.append(f"| {md(c['group'])}: {md(c['name'])} | {c['points']} | {c['max']} | {md(c['reason'])} |")
     if integrity_findings(grade):
-        lines += ["", "## Integrity", ""] + [f"- {r}" for r in integrity_findings(grade)]
+        lines += ["", "## Integrity", ""] + [f"- {md(r)}" for r in integrity_findings(grade)]
+    if grade.get("fix_verdict"):
+        v = grade["fix_verdict"]
+        lines += ["", "## The fix, as the grader measured it", "", f"Verdict: {md(v['kind'])}"]
+        lines += [f"- {md(r)}" for r in v.get("reasons") or []]
+    if grade.get("notes"):
+        lines += [""] + [f"Note: {md(n)}" for n in grade["notes"]]
     if grade.get("needs_review"):
-        lines += ["", "## For a person to review", ""] + [f"- {r}" for r in grade["needs_review"]]
+        lines += ["", "## For a person to review", ""] + [f"- {md(r)}" for r in grade["needs_review"]]
     if grade.get("reruns"):
         lines += ["", "## Re-runs", "", "| run | ok | test accuracy | loss start -> end | symptoms seen |",
                   "|---|---|---|---|---|"]
@@ -153,8 +203,11 @@ def grade_markdown(grade: dict[str, Any], plots: dict[str, str] | str) -> str:
             if r is None:
                 continue
             syms = "; ".join(r.get("symptoms") or []) or "none"
-            lines.append(f"| {label} | {r['ok']} | {_f(r.get('test_acc'))} | {_f(r.get('initial_loss'))} -> "
-                         f"{_f(r.get('final_loss'))} | {syms.replace('|', '/')} |")
+            acc = _f(r.get("test_acc"))
+            if r.get("trusted_test_acc") is not None:
+                acc += f" (checkpoint, the grader's evaluation: {_f(r['trusted_test_acc'])})"
+            lines.append(f"| {md(label)} | {md(r.get('ok'))} | {acc} | {_f(r.get('initial_loss'))} -> "
+                         f"{_f(r.get('final_loss'))} | {md(syms)} |")
     if grade["status"] == "graded":
         lines += ["", "## Broken and fixed runs", ""]
         if isinstance(plots, dict):
@@ -163,14 +216,14 @@ def grade_markdown(grade: dict[str, Any], plots: dict[str, str] | str) -> str:
             if "compare" in plots:
                 lines += ["", "Both runs on the same axes:", "", f"![compare]({plots['compare']})"]
         else:
-            lines.append(plots)
+            lines.append(md(plots))
     notes = (grade.get("sandbox") or {}).get("notes")
     if notes:
-        lines += ["", "## Sandbox", ""] + [f"- Note: {n}." for n in notes]
+        lines += ["", "## Sandbox", ""] + [f"- Note: {md(n)}." for n in notes]
     elif grade.get("network_isolated") is False and "sandbox" not in grade:
         lines += ["", "Note: the re-runs were not cut off from the network (`unshare -rn` unavailable)."]
     return "\n".join(lines) + "\n"
 
 
 def _f(v) -> str:
-    return "-" if v is None else f"{v:.4g}"
+    return f"{v:.4g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else "-"

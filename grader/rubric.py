@@ -1,9 +1,12 @@
 """Scoring: one typed model. Every criterion's maximum is declared once, in CRITERIA, and the
 maxima of each group are checked (at import) to add up to the group's weight:
 
-    reproducibility 35   the re-runs give the submitted metrics and checkpoint, byte for byte
+    reproducibility 35   the re-runs give the submitted metrics and checkpoint, byte for byte (or
+                         within the cross-CPU tolerance in another environment); a tampered run
+                         costs all 35
     diagnostics     30   the claimed symptom is in the re-run metrics, evidence, metric fields
-    fix             20   the fixed run recovers, and the patch is minimal
+    fix             20   the fixed run recovers as the grader measures it (grader/fixcheck.py),
+                         and the patch is minimal
     explanation     15   reasoning about the run (breaklab.grader.explanation), not keywords
 
 A `Criterion` is made with `award(name, points, reason)`: its group and maximum come from the
@@ -22,7 +25,7 @@ from typing import Any
 
 from breaklab.submission import MAX_WORDS, SECTIONS
 from breaklab.grader import evidence as evidence_files
-from breaklab.grader.claims import CLAIM_ATOL, CLAIM_RTOL, EPOCH_FIELDS, _close, claimed_record, lookup  # noqa: F401
+from breaklab.grader.claims import CLAIM_ATOL, CLAIM_RTOL, _close, claimed_record, lookup
 from breaklab.grader import explanation as explaining
 from breaklab.grader.gitrepo import FileChange
 from breaklab.grader.recovery import Recovery
@@ -80,12 +83,14 @@ FORBIDDEN_PREFIXES = ("tests/", "grader/", "solutions/", "data/", "breaks/__init
 # Environment fields that, when they differ, explain different bits (docs/GRADING.md).
 ENV_KEYS = ("python", "torch", "torchvision", "numpy", "platform", "machine", "cpu_capability",
             "device", "threads")
-# Tolerance between a submitted run and its re-run in another environment: measured with 1 vs 2
-# threads (another reduction order) in solutions/MEASUREMENTS.md, with a wide margin.
+# Tolerance between a submitted run and its re-run in another environment, measured across the CPU
+# capabilities of one machine (ATEN_CPU_CAPABILITY=default|avx2|avx512, every break, the clean
+# run with and without AMP, seeds 0 and 1, 1 and 3 epochs: `python -m solutions.measure_cpu`,
+# solutions/MEASUREMENTS.md): the first 5 losses moved by at most 7.4e-6 (relative), the final
+# test accuracy of a run that does not diverge by at most 0.002 (diverging runs: up to 0.13).
 ENV_LOSS_RTOL = 1e-3        # relative, each of the first ENV_LOSS_STEPS steps' loss
-ENV_LOSS_STEPS = 10
-ENV_ACC_TOL = 0.02          # absolute, final test accuracy
-ENV_PARTIAL = 0.6           # share of a reproducibility criterion given within tolerance
+ENV_LOSS_STEPS = 5
+ENV_ACC_TOL = 0.02          # absolute, final test accuracy (runs that do not diverge)
 
 SYMPTOM_RTOL, SYMPTOM_ATOL = 0.1, 1e-2
 REQUIRED_STEP_FIELDS = ("loss", "grad_mean", "act_first_mean", "act_first_var", "act_last_mean",
@@ -138,7 +143,16 @@ def env_differences(submitted: dict[str, Any], rerun: dict[str, Any]) -> list[st
             if submitted.get(k) != rerun.get(k)]
 
 
-def metrics_within_tolerance(sub: list[dict], rerun: list[dict]) -> tuple[bool, str]:
+def metrics_within_tolerance(sub: list[dict], rerun: list[dict], alt: list[dict] | None = None
+                             ) -> tuple[bool, str]:
+    """Whether a run made in another environment agrees with its re-run (the bytes cannot).
+
+    The same number of steps; the first ENV_LOSS_STEPS losses within ENV_LOSS_RTOL (before the
+    last bits that another CPU's kernels change have been amplified); and the final test accuracy
+    within ENV_ACC_TOL, where the run is stable: `alt`, a second re-run under another CPU
+    capability, reaches the same final accuracy as `rerun`. A run that diverges (huge_lr,
+    loss_sum) ends at an accuracy that moves with the last bits (by up to 0.08, measured), so
+    there only its beginning can be checked."""
     s1 = [r for r in sub if r.get("type") == "step"]
     s2 = [r for r in rerun if r.get("type") == "step"]
     if len(s1) != len(s2) or not s1:
@@ -150,43 +164,84 @@ def metrics_within_tolerance(sub: list[dict], rerun: list[dict]) -> tuple[bool, 
                 return False, f"step {b.get('step')}: loss {la} vs {lb}"
             continue
         if abs(la - lb) > ENV_LOSS_RTOL * max(abs(lb), 1e-12):
-            return False, f"step {b.get('step')}: loss {la:.6g} vs {lb:.6g}"
-    e1 = [r for r in sub if r.get("type") == "epoch"]
-    e2 = [r for r in rerun if r.get("type") == "epoch"]
-    a1 = e1[-1].get("test_acc") if e1 else None
-    a2 = e2[-1].get("test_acc") if e2 else None
+            return False, f"step {b.get('step')}: loss {la:.6g} submitted, {lb:.6g} re-run"
+    acc = lambda records: ([r for r in records if r.get("type") == "epoch"] or [{}])[-1].get("test_acc")
+    a1, a2 = acc(sub), acc(rerun)
+    stable = alt is None or acc(alt) == a2
+    detail = f"the first {ENV_LOSS_STEPS} losses within {ENV_LOSS_RTOL:g} (relative)"
+    if not stable:
+        return True, detail + (f"; the final accuracy is not compared: this run ends at another accuracy under "
+                               f"another CPU capability ({a2} vs {acc(alt)}), as diverging runs do")
     if a1 is None or a2 is None or abs(a1 - a2) > ENV_ACC_TOL:
-        return False, f"final test accuracy {a1} vs {a2}"
-    return True, f"first {ENV_LOSS_STEPS} losses within {ENV_LOSS_RTOL:g} (relative), test accuracy within {ENV_ACC_TOL}"
+        return False, f"final test accuracy {a1} submitted, {a2} re-run"
+    return True, detail + f", the final test accuracy within {ENV_ACC_TOL}"
 
 
-def reproducibility(run: str, *, rerun_ok: bool, rerun_why: str,
-                    metrics_same: bool, ckpt_same: bool, env_diff: list[str],
-                    sub_records: list[dict] | None, rerun_records: list[dict] | None) -> list[Criterion]:
-    """{run}_metrics and {run}_checkpoint, run being "broken" or "fixed"."""
+@dataclass
+class RunCheck:
+    """How a submitted run compares with its re-run.
+
+    status: identical (the same bytes), verified (another environment, within the cross-CPU
+    tolerance), tampered (the same environment, other bytes: the code is deterministic, so the file
+    was edited or made by other code), mismatch (another environment, outside the tolerance: a
+    person decides), not_comparable (the submitted run ran code the grader did not), not_rerun."""
+
+    status: str
+    detail: str
+
+    @property
+    def trusted(self) -> bool:
+        """The submitted metrics are the run's own numbers (byte-identical or verified)."""
+        return self.status in ("identical", "verified")
+
+
+def check_run(run: str, *, rerun_ok: bool, rerun_why: str, metrics_same: bool, ckpt_same: bool,
+              env_diff: list[str], sub_records: list[dict] | None, rerun_records: list[dict] | None,
+              not_rerun_code: str = "", alt_records: list[dict] | None = None, alt_same: bool = False,
+              alt_capability: str = "") -> RunCheck:
+    """not_rerun_code: code the submitted run ran and the re-run did not (a patch's changes
+    outside the break's files); then differing bytes prove nothing either way. alt_*: a second
+    re-run under another CPU capability (alt_capability, the submission's own where this CPU has
+    it); alt_same: the submitted bytes equal that re-run's."""
     if not rerun_ok:
-        why = f"the {run} run could not be re-run: {rerun_why}"
-        return [award(f"{run}_metrics", 0, why), award(f"{run}_checkpoint", 0, why)]
-    out = []
+        return RunCheck("not_rerun", f"the {run} run could not be re-run: {rerun_why}")
+    if metrics_same and ckpt_same:
+        return RunCheck("identical", "metrics.jsonl and checkpoint SHA-256 byte-identical to the re-run")
+    what = " and ".join(w for w, same in (("metrics.jsonl", metrics_same), ("checkpoint SHA-256", ckpt_same))
+                        if not same)
+    if not_rerun_code:
+        return RunCheck("not_comparable", f"the submitted {run} {what} differs from the re-run, which ran without "
+                                          f"{not_rerun_code} (out of scope, not run): the bytes cannot be compared")
+    if env_diff and alt_same:
+        return RunCheck("verified", f"another environment ({'; '.join(env_diff)}); re-run with "
+                                    f"ATEN_CPU_CAPABILITY={alt_capability} (the submission's CPU capability), the "
+                                    f"metrics.jsonl and checkpoint SHA-256 are byte-identical")
     close, detail = (False, "submitted metrics unreadable")
     if sub_records is not None and rerun_records is not None:
-        close, detail = metrics_within_tolerance(sub_records, rerun_records)
-    for name, same, what in ((f"{run}_metrics", metrics_same, "metrics.jsonl"),
-                             (f"{run}_checkpoint", ckpt_same, "checkpoint SHA-256")):
-        if same:
-            out.append(award_share(name, 1, f"re-run {what} is byte-identical"))
-        elif env_diff and close:
-            out.append(award_share(name, ENV_PARTIAL,
-                                   f"{what} differs, but the environment differs ({'; '.join(env_diff)}) "
-                                   f"and the metrics agree within tolerance ({detail}): partial credit",
-                                   review="the re-run used another environment; bytes could not be compared"))
-        elif env_diff:
-            out.append(award(name, 0, f"{what} differs and the metrics are outside the "
-                             f"tolerance ({detail}), in another environment ({'; '.join(env_diff)})"))
-        else:
-            out.append(award(name, 0, f"{what} differs from the re-run in the same "
-                             f"environment: the file was edited or not made by this code ({detail})"))
-    return out
+        close, detail = metrics_within_tolerance(sub_records, rerun_records, alt_records if env_diff else None)
+    if not env_diff:
+        return RunCheck("tampered", f"the submitted {run} {what} differs from the re-run in the same environment "
+                                    f"(python, torch, CPU capability, threads all equal): the file was edited or not "
+                                    f"made by this code ({detail})")
+    if close:
+        return RunCheck("verified", f"another environment ({'; '.join(env_diff)}), so the bytes cannot match; "
+                                    f"the metrics agree with the re-run within the cross-CPU tolerance ({detail})")
+    return RunCheck("mismatch", f"the submitted {run} {what} differs from the re-run beyond the cross-CPU tolerance "
+                                f"({detail}), in another environment ({'; '.join(env_diff)})")
+
+
+def reproducibility(run: str, check: RunCheck, void: str | None = None) -> list[Criterion]:
+    """{run}_metrics and {run}_checkpoint, run being "broken" or "fixed" (maxima from CRITERIA).
+    `void`: why the run earns nothing whatever its bytes (a fixed run whose fix is a no-op, out of
+    scope or faked)."""
+    names = (f"{run}_metrics", f"{run}_checkpoint")
+    if void:
+        return [award(n, 0, void) for n in names]
+    if check.trusted:
+        return [award_share(n, 1, check.detail) for n in names]
+    review = ("the submitted run disagrees with the re-run in another environment: a different torch or "
+              "Python can explain it, an edit too") if check.status == "mismatch" else None
+    return [award(n, 0, check.detail, review=review) for n in names]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,19 +8,25 @@ What it does (and what the OS lets it do):
     (watched every POLL seconds; RLIMIT_NPROC too where the grader is not root);
   * a scrubbed environment: only PATH, HOME, TMPDIR, LANG and the variables the caller passes;
     HOME, TMPDIR and the data cache lie inside the working directory (the caller's `cwd`);
-  * file-system isolation, where util-linux `unshare` can make a mount namespace (as root, or
-    through an unprivileged user namespace): every mount is re-mounted read-only, nosuid and
-    nodev, except `cwd` itself (bind-mounted read-write) and the harmless devices (/dev/null,
-    /dev/zero, /dev/full, /dev/random, /dev/urandom, /dev/tty); a fresh /proc with /proc/sys
-    read-only; then `setpriv` drops every capability, so the code cannot re-mount anything.
-    A write anywhere else fails (EROFS). Reading is not restricted;
+  * a file system of its own, where util-linux `unshare` can make a mount namespace (through an
+    unprivileged user namespace, or as root): a new root holding read-only binds of the system
+    folders (/usr, /etc, /lib...) and of the Python installation that runs it, the folders the
+    caller passes as `readable` (read-only), `cwd` (read-write), the harmless devices (/dev/null,
+    /dev/zero, /dev/full, /dev/random, /dev/urandom, /dev/tty), a fresh /proc with /proc/sys
+    read-only, and /sys read-only; `pivot_root` into it and the old root detached, then `setpriv`
+    drops every capability, so nothing can be re-mounted. Nothing else of the machine exists for
+    the run: not the other submissions, not the course repository or solutions/, not the grades,
+    not the grading user's home. The grader's own package and answers are hidden even where they
+    lie inside the Python installation (an installed breaklab). A write anywhere but `cwd` fails;
   * no network: a new network namespace with no interface up (connections fail with
     ENETUNREACH); with file-system isolation unavailable, `unshare -rn` alone where it works;
   * an audit hook in every Python process of the run (a `sitecustomize` on PYTHONPATH) that refuses
     opening a file for writing outside `cwd`, and connecting to or resolving a network address,
     and reports each attempt to the sandbox through an inherited file descriptor. It names what was
     tried, and it is the only guard left where the kernel's isolation is unavailable (there it
-    stops Python code, not native code: `SandboxResult.fs_isolated` says which).
+    stops Python code, not native code, and reading is not restricted at all:
+    `SandboxResult.fs_isolated` says which; the grader refuses to run students' code there unless
+    told --no-isolation).
 
 When the sandbox stops a run for a limit or a refused action, `SandboxResult.violation` says why;
 the grader gives such a submission 0. An ordinary failure (an exception, a non-zero exit) is not a
@@ -50,36 +56,83 @@ POLL = 0.1                     # seconds between two counts of the run's process
 TAIL = 4000
 REPORT_LIMIT = 64 << 10        # bytes of the audit hook's reports read back
 
-# Devices a program may write to (they store nothing); every other device node is unusable.
+# Devices a program may write to (they store nothing); the run's /dev holds no other.
 SAFE_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty")
 
-# Runs inside the new mount namespace as its PID 1: re-mount every mount read-only, then bind the
-# work folder and the harmless devices read-write on top (new mounts: no name is matched against
-# the list), enter the work folder through its new mount (the old working directory would still
-# point at the read-only one), then run the command. Not `exec`: the command must not be the
-# namespace's init, which the kernel shields from signals such as SIGXCPU. Its exit status is the
-# command's, 128+N when signal N killed it. A mount point that cannot be re-mounted (findmnt
-# escapes odd characters in names) stops the setup: the probe then finds no isolation.
+# Runs inside the new mount namespace as its PID 1 and builds the run's whole view of the files:
+#   1. every mount is re-mounted read-only, nosuid and nodev (so every bind below starts read-only);
+#   2. a new, empty root (a small tmpfs on the folder $2) gets read-only binds of the system and the
+#      Python installation only (arguments up to "--hide"), with an empty read-only folder over each
+#      path after "--hide" that lies inside them (the grader's own answers, when installed there);
+#   3. its own /dev with the harmless devices only, a fresh /proc (/proc/sys read-only), /sys
+#      read-only, and the work folder $1 read-write;
+#   4. pivot_root into it and detach the old root: nothing else of the machine is reachable, not
+#      even by path (other submissions, the course repository, the output folder, home folders);
+#   5. enter the work folder and run the command. Not `exec`: the command must not be the
+#      namespace's init, which the kernel shields from signals such as SIGXCPU. The exit status is
+#      the command's, 128+N when signal N killed it.
+# A step that fails stops the setup with its own status (_SETUP_FAILED): the probe then finds no
+# isolation. findmnt escapes odd characters in mount point names; such a mount point stops step 1.
 _SETUP = r"""
 set -u
-work=$1; shift
-mount --bind /proc/sys /proc/sys
-[ -e /proc/sysrq-trigger ] && mount --bind /proc/sysrq-trigger /proc/sysrq-trigger
+run_path=$PATH
+PATH=/usr/local/sbin:/usr/sbin:/sbin:$PATH
+work=$1; root=$2; shift 2
 findmnt -rn -o TARGET | while read -r target; do
   mount -o remount,bind,ro,nosuid,nodev "$target" || exit 121
 done || exit 121
-{ mount --bind "$work" "$work" && mount -o remount,bind,rw,nosuid,nodev "$work"; } || exit 120
-for d in """ + " ".join(SAFE_DEVICES) + r"""; do
-  [ -e "$d" ] || continue
-  { mount --bind "$d" "$d" && mount -o remount,bind,rw,nosuid,dev "$d"; } || exit 123
+mount -t tmpfs -o mode=0755,size=1m breaklab-root "$root" || exit 124
+while [ $# -gt 0 ] && [ "$1" != "--hide" ]; do
+  p=$1; shift
+  if [ -L "$p" ]; then
+    mkdir -p "$root${p%/*}" && ln -s "$(readlink "$p")" "$root$p" || exit 124
+  elif [ -d "$p" ]; then
+    { mkdir -p "$root$p" && mount --rbind "$p" "$root$p" && mount -o remount,bind,ro,nosuid,nodev "$root$p"; } || exit 124
+  elif [ -e "$p" ]; then
+    { mkdir -p "$root${p%/*}" && : > "$root$p" && mount --bind "$p" "$root$p" && mount -o remount,bind,ro,nosuid,nodev "$root$p"; } || exit 124
+  fi
 done
+shift
+while [ $# -gt 0 ] && [ "$1" != "--" ]; do
+  p=$1; shift
+  [ -d "$root$p" ] || continue
+  mount -t tmpfs -o ro,mode=0555,size=4k breaklab-hidden "$root$p" || exit 124
+done
+shift
+mkdir -p "$root/dev" "$root/proc" "$root/sys" "$root/tmp" "$root/.old-root" "$root$work" || exit 124
+mount -t tmpfs -o mode=0755,size=64k,nosuid breaklab-dev "$root/dev" || exit 123
+for d in """ + " ".join(("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty")) + r"""; do
+  [ -e "$d" ] || continue
+  { : > "$root$d" && mount --bind "$d" "$root$d" && mount -o remount,bind,rw,nosuid,dev "$root$d"; } || exit 123
+done
+{ ln -s /proc/self/fd "$root/dev/fd" && ln -s /proc/self/fd/0 "$root/dev/stdin" &&
+  ln -s /proc/self/fd/1 "$root/dev/stdout" && ln -s /proc/self/fd/2 "$root/dev/stderr" &&
+  mount -o remount,bind,ro,nosuid "$root/dev"; } || exit 123
+mount -t proc -o nosuid,nodev,noexec proc "$root/proc" || exit 125
+{ mount --bind "$root/proc/sys" "$root/proc/sys" && mount -o remount,bind,ro "$root/proc/sys"; } || exit 125
+if [ -e "$root/proc/sysrq-trigger" ]; then
+  { mount --bind "$root/proc/sysrq-trigger" "$root/proc/sysrq-trigger" &&
+    mount -o remount,bind,ro "$root/proc/sysrq-trigger"; } || exit 125
+fi
+{ mount --rbind /sys "$root/sys" && mount -o remount,bind,ro,nosuid,nodev "$root/sys"; } || exit 125
+{ mount --bind "$work" "$root$work" && mount -o remount,bind,rw,nosuid,nodev "$root$work"; } || exit 120
+mount -o remount,bind,ro "$root" || exit 124
+{ cd "$root" && pivot_root . .old-root && cd / && umount -l /.old-root; } || exit 126
 cd "$work" || exit 122
+PATH=$run_path
 "$@"
 exit $?
 """
 _DROP_CAPS = ["setpriv", "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all", "--"]
 _SETUP_FAILED = {120: "cannot bind the work folder", 121: "cannot re-mount the file system read-only",
-                 122: "cannot enter the work folder", 123: "cannot bind the harmless devices"}
+                 122: "cannot enter the work folder", 123: "cannot make the run's /dev",
+                 124: "cannot build the run's root (system and Python folders)",
+                 125: "cannot mount /proc or /sys", 126: "cannot switch to the run's root"}
+_TOOLS = ("unshare", "setpriv", "findmnt", "mount", "umount", "pivot_root", "sh", "mkdir", "ln", "readlink")
+
+# What a run may read besides its own folder: the system and the Python installation that runs it.
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
+
 
 # The audit hook. Python runs it at start-up (site imports `sitecustomize` from PYTHONPATH) before
 # any of the run's own code; hooks cannot be removed once added.
@@ -230,28 +283,83 @@ def _unshare_flags() -> list[list[str]]:
     return ways
 
 
-def _isolated_prefix(flags: list[str], work: Path) -> list[str]:
-    return ["unshare", *flags, "sh", "-c", _SETUP, "breaklab-sandbox", str(work), *_DROP_CAPS]
+def _which(tool: str) -> str | None:
+    return shutil.which(tool, path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/sbin", "/sbin"]))
+
+
+def _outermost(paths) -> list[str]:
+    """The paths that do not lie inside another one of them (binding the outer one covers them)."""
+    out: list[str] = []
+    for p in sorted({os.path.normpath(p) for p in paths}, key=len):
+        if not any(p == q or p.startswith(q.rstrip("/") + "/") for q in out):
+            out.append(p)
+    return out
+
+
+@lru_cache(maxsize=1)
+def system_paths() -> tuple[str, ...]:
+    """What every run may read (read-only): the system folders and this Python's installation
+    (its prefix, the virtual environment's, and the folder of the real interpreter)."""
+    python = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
+              os.path.dirname(os.path.dirname(os.path.realpath(sys.executable)))]
+    paths = [p for p in SYSTEM_DIRS if os.path.lexists(p)]
+    paths += [os.path.realpath(p) for p in python if p and os.path.isdir(p)]
+    return tuple(_outermost(paths))
+
+
+def hidden_paths() -> tuple[str, ...]:
+    """What must stay out of reach even where it lies inside system_paths(): the grader's own
+    package and its answers (an installed breaklab sits in the Python installation's
+    site-packages). The run imports the course tree's breaklab, never this one."""
+    import breaklab
+
+    here = [os.path.realpath(p) for p in breaklab.__path__]
+    try:
+        from breaklab.solutions import SOLUTIONS_DIR
+        here.append(os.path.realpath(SOLUTIONS_DIR))
+    except ImportError:  # the student kit: no answers to hide
+        pass
+    return tuple(_outermost(here))
+
+
+def exposed(path: Path | str) -> bool:
+    """Whether a run could read path (it lies inside a system or Python folder and is not hidden)."""
+    p = os.path.realpath(path)
+    inside = lambda q: p == q or p.startswith(q.rstrip("/") + "/")
+    return any(inside(q) for q in system_paths()) and not any(inside(q) for q in hidden_paths())
+
+
+def _isolated_prefix(flags: list[str], work: Path, root: Path, readable=()) -> list[str]:
+    paths = _outermost([*system_paths(), *(os.path.realpath(p) for p in readable)])
+    return ["unshare", *flags, "sh", "-c", _SETUP, "breaklab-sandbox", str(work), str(root),
+            *paths, "--hide", *hidden_paths(), "--", *_DROP_CAPS]
 
 
 @lru_cache(maxsize=1)
 def isolation_flags() -> tuple[str, ...] | None:
     """The `unshare` flags that isolate the file system here, or None. The probe checks the
-    effect, not the exit status: the work folder is writable and a file beside it is not."""
-    if not all(shutil.which(t) for t in ("unshare", "setpriv", "findmnt", "mount", "sh")):
+    effect, not the exit status: the work folder is writable, a file beside it can be neither
+    read nor written, and a folder passed as readable can be read but not written."""
+    if not all(_which(t) for t in _TOOLS):
         return None
     for flags in _unshare_flags():
         probe = Path(tempfile.mkdtemp(prefix="breaklab-sandbox-probe-"))
         try:
-            work, beside = probe / "work", probe / "beside"
-            work.mkdir()
-            script = f'echo in > "{work}/in" && ! (echo out > "{beside}") 2>/dev/null'
+            work, beside, shared, root = probe / "work", probe / "beside", probe / "shared", probe / "root"
+            for d in (work, shared, root):
+                d.mkdir()
+            beside.write_text("secret\n")
+            (shared / "code").write_text("code\n")
+            script = (f'echo in > "{work}/in" && ! (echo out > "{probe}/out") 2>/dev/null && '
+                      f'! cat "{beside}" 2>/dev/null && cat "{shared}/code" >/dev/null && '
+                      f'! (echo x > "{shared}/x") 2>/dev/null')
             try:
-                res = subprocess.run(_isolated_prefix(flags, work) + ["sh", "-c", script],
-                                     capture_output=True, timeout=20, stdin=subprocess.DEVNULL)
+                res = subprocess.run(_isolated_prefix(flags, work, root, [shared]) + ["sh", "-c", script],
+                                     capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
             except (OSError, subprocess.SubprocessError):
                 continue
-            if res.returncode == 0 and (work / "in").is_file() and not beside.exists():
+            if (res.returncode == 0 and (work / "in").is_file() and not (probe / "out").exists()
+                    and not (shared / "x").exists()):
                 return tuple(flags)
         finally:
             shutil.rmtree(probe, ignore_errors=True)
@@ -284,8 +392,8 @@ def isolation_notes() -> list[str]:
     notes = []
     if not fs_isolation_available():
         notes.append("file system not isolated on this machine (no mount namespace: util-linux unshare "
-                     "with user namespaces or root is needed); only Python-level writes outside the "
-                     "work folder were refused")
+                     "with user namespaces or root is needed): the code could read what the grading "
+                     "user can, and only Python-level writes outside the work folder were refused")
     if not network_isolation_available():
         notes.append("network not isolated on this machine (no network namespace); only Python-level "
                      "connections were refused")
@@ -318,15 +426,21 @@ def _write_hook(home: Path) -> Path:
 def run_sandboxed(argv: Sequence[str], *, cwd: Path, timeout: float, env: Mapping[str, str] | None = None,
                   cpu_seconds: int | None = None, memory_bytes: int = DEFAULT_MEMORY,
                   file_size: int = DEFAULT_FILE_SIZE, isolate_network: bool = True,
-                  max_processes: int = MAX_PROCESSES) -> SandboxResult:
-    """Run argv in cwd under the limits above; never raises for what the child does."""
+                  max_processes: int = MAX_PROCESSES, readable: Sequence[Path] = ()) -> SandboxResult:
+    """Run argv in cwd under the limits above; never raises for what the child does.
+
+    With isolation the run sees the system, this Python, cwd (read-write) and the `readable`
+    folders (read-only), nothing else."""
     cwd = Path(cwd).resolve()
     home = cwd / ".home"
     (home / "tmp").mkdir(parents=True, exist_ok=True)
     flags = isolation_flags() if isolate_network else None
     net_only = isolate_network and flags is None and _network_only_available()
+    root = None
     if flags is not None:
-        cmd = _isolated_prefix(list(flags), cwd) + list(argv)
+        # The mount point of the run's root: an empty folder beside cwd, out of the run's sight.
+        root = Path(tempfile.mkdtemp(prefix=f".{cwd.name}-root-", dir=cwd.parent))
+        cmd = _isolated_prefix(list(flags), cwd, root, readable) + list(argv)
     else:
         cmd = (["unshare", "-rn"] if net_only else []) + list(argv)
     cpu = int(cpu_seconds if cpu_seconds is not None else 2 * timeout + 10)
@@ -346,6 +460,8 @@ def run_sandboxed(argv: Sequence[str], *, cwd: Path, timeout: float, env: Mappin
                                     start_new_session=True,
                                     preexec_fn=_limits(cpu, memory_bytes, file_size, nproc))
         except OSError as e:
+            if root is not None:
+                _remove_root(root)
             return SandboxResult(None, "", f"cannot start {argv[0]}: {e}", False, flags is not None or net_only,
                                  flags is not None)
         watch = _ProcessWatch(proc, max_processes)
@@ -361,10 +477,21 @@ def run_sandboxed(argv: Sequence[str], *, cwd: Path, timeout: float, env: Mappin
             _kill(proc)  # whatever the child left behind in its session
         reports.seek(0)
         attempts = [line for line in reports.read(REPORT_LIMIT).decode("utf-8", "replace").splitlines() if line]
+    if root is not None:
+        _remove_root(root)
     result = SandboxResult(proc.returncode, _tail(out), _tail(err), timed_out, flags is not None or net_only,
                            flags is not None, attempts=attempts)
     result.violation = _violation(result, timeout, cpu, memory_bytes, watch.too_many)
     return result
+
+
+def _remove_root(root: Path) -> None:
+    """The root's mount point: the namespace (and its tmpfs) died with the run; only the empty
+    folder is left here."""
+    try:
+        os.rmdir(root)
+    except OSError:
+        pass
 
 
 class _ProcessWatch:

@@ -28,6 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from breaklab.doctor import RunReadError, diagnose, load_run
+import torch  # noqa: F401,E402  (imported here, not inside the first timed example: seconds on a busy machine)
 from breaklab.grader import intake
 
 MARK = "FUZZ-ESCAPE-7d1c"  # every escaping name targets a path with this mark in it

@@ -58,8 +58,13 @@ def test_reference_submission_scores_at_least_95(grades, name):
 # (bad submission, the reference it derives from, {criterion: points it keeps})
 BAD = {
     "wrong_fix": ("label_permute", {"recovers": 0}),
-    "non_minimal_fix": ("huge_lr", {"minimal_scope": 0}),
-    "tampered_metrics": ("huge_lr", {"broken_metrics": 0}),
+    # trainer.py is outside the break's files: not run, so the hook is still broken (no fix points,
+    # no points for the fixed run)
+    "non_minimal_fix": ("huge_lr", {"minimal_scope": 0, "minimal_size": 0, "recovers": 0,
+                                    "fixed_metrics": 0, "fixed_checkpoint": 0}),
+    # an edited run costs every reproducibility point (and raises an integrity flag)
+    "tampered_metrics": ("huge_lr", {"broken_metrics": 0, "broken_checkpoint": 0, "fixed_metrics": 0,
+                                     "fixed_checkpoint": 0}),
     "long_report": ("huge_lr", {"length": 0}),
     "missing_section": ("huge_lr", {"sections": 1.5}),
     "wrong_claim": ("huge_lr", {"claim_matches": 0}),
@@ -88,8 +93,10 @@ def test_bad_submissions_say_why(grades):
     reason = lambda bad, name: fx.criterion(grades[bad], name)["reason"]
     assert "does not recover" in reason("wrong_fix", "recovers")
     assert "trainer.py" in reason("non_minimal_fix", "minimal_scope")
-    assert grades["non_minimal_fix"]["reruns"]["fixed"]["test_acc"] > 0.9  # it did recover
+    assert grades["non_minimal_fix"]["reruns"]["fixed"] is None  # out of scope: not run
+    assert any("trainer.py" in n for n in grades["non_minimal_fix"]["notes"])
     assert "edited or not made by this code" in reason("tampered_metrics", "broken_metrics")
+    assert grades["tampered_metrics"]["integrity"] and not grades["huge_lr"]["integrity"]
     assert re.search(r"\d+ words \(limit 500\)", reason("long_report", "length"))
     assert "Verification" in reason("missing_section", "sections")
     assert "0.5" in reason("wrong_claim", "claim_matches") and "7.662" in reason("wrong_claim", "claim_matches")
@@ -228,12 +235,13 @@ def test_grade_md_shows_broken_and_fixed_plots_side_by_side(grades, tmp_path):
     runs = Path(fx.workspace() / "graded" / ".work" / "runs")
     g = grades["huge_lr"]
     folders = {}
-    for folder in runs.iterdir():
-        for label in ("broken", "fixed"):
-            if (folder / label / "metrics.jsonl").is_file() and label not in folders:
-                meta = json.loads((folder / label / "meta.json").read_text())
-                if meta["break"] == "huge_lr":
-                    folders[label] = str(folder / label)
+    for folder in runs.iterdir():  # each run's files, as the grader copied them out
+        files = folder / "files"
+        if (files / "metrics.jsonl").is_file():
+            meta = json.loads((files / "meta.json").read_text())
+            label = meta["config"]["out"]
+            if meta["break"] == "huge_lr" and label in ("broken", "fixed") and label not in folders:
+                folders[label] = str(files)
     plots = make_plots(tmp_path, folders)
     md = grade_markdown(g, plots)
     if isinstance(plots, dict):
@@ -402,23 +410,36 @@ def _records(losses, acc):
             + [{"type": "epoch", "epoch": 0, "step": len(losses), "test_acc": acc}])
 
 
-def test_other_environment_gets_partial_credit_only_within_tolerance():
-    from breaklab.grader.rubric import reproducibility
+def test_other_environment_gets_full_credit_only_within_tolerance():
+    """Another environment: full points when the run agrees within the measured cross-CPU
+    tolerance (bytes cannot match there), 0 and a review item outside it; in the same environment
+    other bytes are a tampered run. The maxima are the declared table's."""
+    from breaklab.grader.rubric import CRITERIA, check_run, reproducibility
 
     rerun = _records([2.3, 2.1, 1.9], 0.916)
     close = _records([2.3 * (1 + 1e-6), 2.1, 1.9], 0.916)
     far = _records([2.3 * 1.01, 2.1, 1.9], 0.916)
     kw = dict(rerun_ok=True, rerun_why="", metrics_same=False, ckpt_same=False, rerun_records=rerun)
     other = ["torch '2.3.0' vs '2.14.1'"]
-    partial = reproducibility("broken", env_diff=other, sub_records=close, **kw)
-    assert [c.points for c in partial] == [5.4, 4.8] and all(c.review for c in partial)
-    assert "environment differs" in partial[0].reason and "torch" in partial[0].reason
-    assert [c.points for c in reproducibility("broken", env_diff=other, sub_records=far, **kw)] == [0, 0]
-    same_env = reproducibility("broken", env_diff=[], sub_records=close, **kw)
+    full = reproducibility("broken", check_run("broken", env_diff=other, sub_records=close, **kw))
+    assert [c.points for c in full] == [CRITERIA["broken_metrics"].max, CRITERIA["broken_checkpoint"].max] == [9, 8]
+    assert not any(c.review for c in full)
+    assert "another environment" in full[0].reason and "torch" in full[0].reason
+    outside = reproducibility("broken", check_run("broken", env_diff=other, sub_records=far, **kw))
+    assert [c.points for c in outside] == [0, 0] and all(c.review for c in outside)
+    same_env_check = check_run("broken", env_diff=[], sub_records=close, **kw)
+    same_env = reproducibility("broken", same_env_check)
+    assert same_env_check.status == "tampered"
     assert [c.points for c in same_env] == [0, 0] and "same environment" in same_env[0].reason
-    failed = reproducibility("fixed", rerun_ok=False, rerun_why="stopped at the wall-clock limit",
-                             metrics_same=False, ckpt_same=False, env_diff=[], sub_records=None, rerun_records=None)
+    failed = reproducibility("fixed", check_run("fixed", rerun_ok=False, rerun_why="stopped at the wall-clock limit",
+                                                metrics_same=False, ckpt_same=False, env_diff=[],
+                                                sub_records=None, rerun_records=None))
     assert [c.points for c in failed] == [0, 0] and "wall-clock" in failed[0].reason
+    identical = check_run("fixed", rerun_ok=True, rerun_why="", metrics_same=True, ckpt_same=True, env_diff=[],
+                          sub_records=None, rerun_records=None)
+    assert [(c.points, c.max) for c in reproducibility("fixed", identical)] == [(9, 9), (9, 9)]
+    voided = reproducibility("fixed", identical, void="no points for the fixed run: a no-op")
+    assert [(c.points, c.max) for c in voided] == [(0, 9), (0, 9)] and "no-op" in voided[0].reason
 
 
 def test_claims_on_epoch_metrics_and_per_layer_paths():

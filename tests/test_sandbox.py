@@ -1,13 +1,14 @@
 """Hostile submissions against the grader's sandbox, end to end.
 
 One real submission (huge_lr with the reference fix, made with `breaklab submit`'s code) and
-copies of it whose fix.patch puts hostile code at the top of trainer.py: it loops forever,
+copies of it whose fix.patch puts hostile code at the top of breaks/huge_lr.py (the one file of
+this break the grader runs; code in trainer.py would be out of scope and never run): it loops forever,
 allocates address space without bound, forks children and waits on them, writes a file outside
 its folder (caught or not, in Python or from a shell), or connects to a socket of the grading
 machine. All are graded in one Grader call (2 jobs) next to the real submission. Each hostile
-submission must be stopped and graded 0 with the sandbox's reason (in grade.json, grade.md and
-results.json), leave no process behind and nothing outside its folder, and leave the real
-submission's grade untouched. A fix that merely fails (an ordinary exception) is not stopped: it
+submission must be stopped (at its first run: the grader's probe of the patched hooks) and graded
+0 with the sandbox's reason (in grade.json, grade.md and results.json), leave no process behind
+and nothing outside its folder, and leave the real submission's grade untouched. A fix that merely fails (an ordinary exception) is not stopped: it
 keeps the points that do not depend on running it.
 """
 from __future__ import annotations
@@ -28,14 +29,16 @@ pytestmark = pytest.mark.slow  # these tests train (the training tier)
 
 MARK = "breaklab-sandbox-test-4f2a"
 OUTSIDE = Path("/tmp") / f"{MARK}-written-outside"
-TIMEOUT = 30  # per re-run; a real 1-epoch re-run takes about 5-10 s here (mostly importing torch)
+# Per re-run. A real 1-epoch re-run takes about 8 s on 2 idle cores (mostly importing torch) and
+# over 60 s on a loaded machine; the limit leaves 15x the idle time.
+TIMEOUT = 120
 
 OUTSIDE_CAUGHT = Path("/tmp") / f"{MARK}-written-outside-caught"
 OUTSIDE_SHELL = Path("/tmp") / f"{MARK}-written-outside-shell"
 OUTSIDE_FILES = (OUTSIDE, OUTSIDE_CAUGHT, OUTSIDE_SHELL)
 
 HOSTILE = {
-    "loops_forever": "while True:\n    pass\n",
+    "loops_forever": "import time as _time\nwhile True:\n    _time.sleep(1)\n",
     "allocates_without_bound": ("import mmap\n_blocks = []\nwhile True:\n"
                                 "    _blocks.append(mmap.mmap(-1, 1 << 28))\n"),
     "forks": ("import os as _os, time as _time\nfor _ in range(64):\n    if _os.fork() == 0:\n"
@@ -94,16 +97,16 @@ class Listener:
 
 
 def hostile_patch(scratch: Path, code: str) -> bytes:
-    """A fix.patch that runs `code` when trainer.py starts, before it imports torch (so each
-    hostile run costs a fraction of a second, not a torch import)."""
-    trainer = scratch / "trainer.py"
-    original = trainer.read_text()
-    anchor = "from __future__ import annotations\n"
+    """A fix.patch that runs `code` when breaks/huge_lr.py is imported (by the grader's probe of
+    the hooks first, then by the fixed run)."""
+    module = scratch / "breaks" / "huge_lr.py"
+    original = module.read_text()
+    anchor = "from breaklab.breaks.base import Break\n"
     assert anchor in original
-    trainer.write_text(original.replace(anchor, anchor + code, 1))
-    patch = subprocess.run(["git", "diff", "--", "trainer.py"], cwd=scratch, capture_output=True,
+    module.write_text(original.replace(anchor, anchor + code, 1))
+    patch = subprocess.run(["git", "diff", "--", "breaks/huge_lr.py"], cwd=scratch, capture_output=True,
                            check=True).stdout
-    trainer.write_text(original)
+    module.write_text(original)
     return patch
 
 
@@ -157,8 +160,11 @@ def isolated(grade: dict) -> bool:
     return grade["sandbox"]["file_system_isolated"] and grade["sandbox"]["network_isolated"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(HOSTILE))
 def test_hostile_submission_is_stopped_and_graded_zero_with_the_reason(graded, name):
+    from breaklab.grader.report import md
+
     grades, _, _, out, _ = graded
     g = grades[name]
     why, needs_kernel = REASONS[name]
@@ -167,16 +173,18 @@ def test_hostile_submission_is_stopped_and_graded_zero_with_the_reason(graded, n
     assert g["status"] == "stopped", (g["status"], g.get("reason"), g["criteria"])
     assert g["score"] == 0 and all(c["points"] == 0 for c in g["criteria"])
     assert "stopped by the sandbox" in g["reason"] and why in g["reason"], g["reason"]
-    assert g["reruns"]["fixed"]["stopped_by_sandbox"] and not g["reruns"]["fixed"]["ok"]
+    stopped = [r for r in g["reruns"].values() if r and r["stopped_by_sandbox"]]
+    assert stopped and not stopped[0]["ok"]
     # The reason is in every output.
     folder = out / g["submission"]
     assert json.loads((folder / "grade.json").read_text())["reason"] == g["reason"]
-    assert g["reason"] in (folder / "grade.md").read_text()
+    assert md(g["reason"]) in (folder / "grade.md").read_text()  # escaped there (grader/report.py)
     assert g["reason"] in json.loads((folder / "results.json").read_text())["output"]
     row = next(r for r in csv.DictReader((out / "grades.csv").open()) if r["submission"] == g["submission"])
     assert row["status"] == "stopped" and float(row["score"]) == 0 and row["reason"] == g["reason"]
 
 
+@pytest.mark.slow
 def test_an_honest_fix_that_fails_keeps_its_partial_credit(graded):
     grades, _, _, _, _ = graded
     g = grades["fails"]
@@ -189,6 +197,7 @@ def test_an_honest_fix_that_fails_keeps_its_partial_credit(graded):
     assert 0 < g["score"] < grades["good"]["score"] - 25
 
 
+@pytest.mark.slow
 def test_the_real_submission_and_the_grader_are_unaffected(graded):
     grades, _, leftovers, _, _ = graded
     g = grades["good"]
@@ -197,6 +206,7 @@ def test_the_real_submission_and_the_grader_are_unaffected(graded):
     assert leftovers == [], "processes outlived their sandbox:\n" + "\n".join(leftovers)
 
 
+@pytest.mark.slow
 def test_a_submission_cannot_reach_the_grading_machines_network(graded):
     grades, listener, _, _, _ = graded
     if not grades["connects"]["network_isolated"]:
@@ -205,6 +215,7 @@ def test_a_submission_cannot_reach_the_grading_machines_network(graded):
     assert listener.connections == 0
 
 
+@pytest.mark.slow
 def test_a_submission_cannot_write_outside_its_folder(graded):
     grades, _, _, _, outside = graded
     if not grades["writes_outside_from_a_shell"]["sandbox"]["file_system_isolated"]:

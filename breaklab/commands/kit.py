@@ -11,6 +11,7 @@ import click
 #   tests/test_solutions.py      checks the reference fixes and write-ups themselves;
 #   tests/test_grader.py         grades the reference submissions (the grader reads the rubrics);
 #   tests/test_sandbox.py        grades hostile copies of a reference submission;
+#   tests/test_grader_security.py grades attacks built on a reference submission;
 #   tests/submission_fixtures.py builds those submissions from the reference fixes and write-ups;
 #   tests/test_kit.py            checks a kit against the reference fixes;
 #   tests/report_corpus.py       honest student reports (they explain every break);
@@ -19,7 +20,7 @@ import click
 #   docs/GRADING.md              the instructor's guide to the rubric and the answers.
 # Files that merely mention solutions/ and cope with its absence (breaklab/mystery.py) stay.
 PRIVATE = ("solutions/", "tests/test_solutions.py", "tests/test_grader.py", "tests/test_sandbox.py",
-           "tests/submission_fixtures.py", "tests/test_kit.py", "docs/GRADING.md", "tests/test_scoring.py",
+           "tests/test_grader_security.py", "tests/submission_fixtures.py", "tests/test_kit.py", "docs/GRADING.md", "tests/test_scoring.py",
            "tests/test_grading_scale.py", "tests/report_corpus.py", "tests/calibrate_similarity.py",
            "tests/fixtures/")
 KIT_AUTHOR = ("breaklab course", "course@breaklab.invalid", "2000-01-01T00:00:00+0000")
