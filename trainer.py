@@ -132,10 +132,10 @@ def make_training(cfg: Config, brk: Break, *, lr: float | None = None, dropout: 
     tries other learning rates, its float32 check turns autocast off)."""
     amp = (cfg.amp or brk.needs_amp) if amp is None else amp  # amp_no_scaling only exists with autocast on
     model = MLP(cfg.hidden, cfg.dropout if dropout is None else dropout).to(cfg.device)
-    brk.init_weights(model)                                                   # BREAK HOOK: zero_init
-    optimizer = torch.optim.SGD(brk.trained_parameters(model),                # BREAK HOOK: frozen_layer, layer_not_in_optimizer
-                                lr=brk.learning_rate(cfg.lr if lr is None else lr),  # BREAK HOOK: huge_lr, tiny_lr
-                                momentum=cfg.momentum,
+    brk.init_weights(model)                                  # BREAK HOOK: zero_init
+    params = brk.trained_parameters(model)                   # BREAK HOOK: frozen_layer, layer_not_in_optimizer
+    lr = brk.learning_rate(cfg.lr if lr is None else lr)     # BREAK HOOK: huge_lr, tiny_lr
+    optimizer = torch.optim.SGD(params, lr=lr, momentum=cfg.momentum,
                                 weight_decay=cfg.weight_decay if weight_decay is None else weight_decay)
     scaler = torch.amp.GradScaler(cfg.device, enabled=brk.use_grad_scaler(amp))  # BREAK HOOK: amp_no_scaling
     return Training(model, optimizer, scaler, brk, amp, torch.device(cfg.device).type,
@@ -143,19 +143,19 @@ def make_training(cfg: Config, brk: Break, *, lr: float | None = None, dropout: 
 
 
 def start_training(cfg: Config, brk: Break, total_steps: int,
-                   checkpoint: dict[str, Any] | None = None) -> tuple[Training, Any]:
+                   ckpt: dict[str, Any] | None = None) -> tuple[Training, Any]:
     """What a fresh process builds: the Training and its learning-rate schedule (linear warmup,
     then cosine decay, per step). From a checkpoint (a resumed run), their saved state and every
     RNG's saved state are restored."""
     training = make_training(cfg, brk)
     schedule = warmup_cosine(brk.warmup_steps(cfg.warmup_steps), total_steps)  # BREAK HOOK: no_warmup
     scheduler = torch.optim.lr_scheduler.LambdaLR(training.optimizer, schedule)
-    if checkpoint is not None:
-        training.model.load_state_dict(checkpoint["model"])
-        brk.load_optimizer_state(training.optimizer, checkpoint["optimizer"])  # BREAK HOOK: resume_without_optimizer_state
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        training.scaler.load_state_dict(checkpoint["scaler"])
-        brk.restore_rng_state(checkpoint["rng"])              # BREAK HOOK: resume_without_rng_state
+    if ckpt is not None:
+        training.model.load_state_dict(ckpt["model"])
+        brk.load_optimizer_state(training.optimizer, ckpt["optimizer"])  # BREAK HOOK: resume_without_optimizer_state
+        scheduler.load_state_dict(ckpt["scheduler"])
+        training.scaler.load_state_dict(ckpt["scaler"])
+        brk.restore_rng_state(ckpt["rng"])                   # BREAK HOOK: resume_without_rng_state
     return training, scheduler
 
 
@@ -185,8 +185,8 @@ def train_step(t: Training, x: torch.Tensor, y: torch.Tensor, step: int,
     for xs, ys in zip(x.chunk(t.micro_batches), y.chunk(t.micro_batches)):
         with torch.autocast(t.device_type, dtype=torch.float16, enabled=t.amp):
             logits, hidden = t.model(xs, return_hidden=True)
-            outputs = t.brk.outputs(logits)                  # BREAK HOOK: double_softmax, log_softmax_before_ce
-            loss = t.brk.loss(outputs, ys)                   # BREAK HOOK: loss_sum, nll_on_logits, mse_onehot, ...
+            outputs = t.brk.outputs(logits)                  # BREAK HOOK: double_softmax and others
+            loss = t.brk.loss(outputs, ys)                   # BREAK HOOK: loss_sum and others
             loss = t.brk.micro_batch_loss(loss, t.micro_batches)  # BREAK HOOK: accumulation_not_divided
         t.scaler.scale(loss).backward()    # scaling is off (a no-op) without AMP
         parts.append((loss, outputs, logits, hidden))
@@ -286,9 +286,9 @@ def train(cfg: Config, observer: Callable[[dict[str, Any]], list[str]] | None = 
         # --- End of epoch: evaluate, log, checkpoint ------------------------------------------
         test = evaluate(training.model, x_test, y_test, brk)
         logger.log_epoch(finite_or_none({
-            "type": "epoch", "epoch": epoch, "step": step, "train_loss": float(running_loss) / (step - first_step),
-            "train_acc": int(correct) / seen, "test_loss": test["loss"], "test_acc": test["acc"],
-            "test_autograd_bytes": test["autograd_bytes"]}))
+            "type": "epoch", "epoch": epoch, "step": step,
+            "train_loss": float(running_loss) / (step - first_step), "train_acc": int(correct) / seen,
+            "test_loss": test["loss"], "test_acc": test["acc"], "test_autograd_bytes": test["autograd_bytes"]}))
         checkpoint_sha = save_checkpoint(out / "checkpoint.pt", {
             "model": training.model.state_dict(), "optimizer": training.optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "scaler": training.scaler.state_dict(),
