@@ -49,8 +49,9 @@ def claim_warnings(claim: dict[str, Any] | None, template_claim: dict[str, Any] 
     return [] if match.points == match.max else [_cost(match)]
 
 
-def evidence_warnings(evidence: dict[str, bytes], claim: dict[str, Any] | None) -> list[str]:
-    c = rubric.evidence_criterion(evidence, claim)
+def evidence_warnings(evidence: dict[str, bytes], claim: dict[str, Any] | None,
+                      broken: list[dict[str, Any]] | None = None) -> list[str]:
+    c = rubric.evidence_criterion(evidence, claim, broken)
     if c.points == c.max:
         return []
     if not evidence:
@@ -71,5 +72,5 @@ def presubmit_warnings(facts: BeforePacking) -> list[str]:
     """Every warning, in the order of the report's parts: symptom block, evidence, fix."""
     claim = parse_symptom_block(facts.report_text)
     template_claim = parse_symptom_block(facts.template_text) if facts.template_text else None
-    return (claim_warnings(claim, template_claim, facts.broken) + evidence_warnings(facts.evidence, claim)
+    return (claim_warnings(claim, template_claim, facts.broken) + evidence_warnings(facts.evidence, claim, facts.broken)
             + scope_warnings(facts.patch, facts.break_name, facts.old_sources, facts.new_sources))

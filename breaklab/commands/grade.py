@@ -51,12 +51,17 @@ class _GradeWithMerge(click.Command):
 @click.option("--shard", default=None, metavar="K/N",
               help="Grade only the K-th of N shares of the class (K from 1 to N), for a batch "
                    "scheduler; then `breaklab grade merge` the N output folders.")
-def grade(submissions, out, jobs, formats, repo, timeout, keep_work, plots, shard) -> None:
+@click.option("--no-isolation", is_flag=True,
+              help="Run the students' code even where this machine cannot isolate it (no user or mount "
+                   "namespaces): it could then read other submissions and the answers. Prefer a container "
+                   "or VM where namespaces work.")
+def grade(submissions, out, jobs, formats, repo, timeout, keep_work, plots, shard, no_isolation) -> None:
     """Grade SUBMISSIONS (tarballs, or folders holding *.tgz).
 
     Each tarball is opened defensively, its broken and fixed runs are re-run in a sandbox from a
-    fresh checkout of the course repository at its base commit, and it is scored out of 100
-    (reproducibility 35, diagnostics 30, fix 20, explanation 15; see docs/GRADING.md). A
+    private copy of the course repository at its base commit, the fix is measured with the
+    grader's own code, and it is scored out of 100 (reproducibility 35, diagnostics 30, fix 20,
+    explanation 15; see docs/GRADING.md). A
     submission that cannot be graded gets 0 with the reason; the others go on, and the command
     exits with status 1 at the end.
 
@@ -69,7 +74,7 @@ def grade(submissions, out, jobs, formats, repo, timeout, keep_work, plots, shar
     if not answers_available():
         raise click.ClickException("this copy of breaklab has no solutions/ (a course kit has none): grade "
                                    "from the instructor's checkout, with --repo set to the kit")
-    from breaklab.grader.grade import Grader
+    from breaklab.grader.grade import Grader, IsolationUnavailable
 
     repo = course_repository(repo)
     tarballs: list[Path] = []
@@ -87,7 +92,11 @@ def grade(submissions, out, jobs, formats, repo, timeout, keep_work, plots, shar
         raise click.UsageError(f"cannot create --out {out} ({e.strerror})")
 
     grader = Grader(repo=repo, out=out, timeout=timeout, keep_work=keep_work, plots=plots,
-                    progress=lambda s: click.echo(s, err=True))
+                    progress=lambda s: click.echo(s, err=True), no_isolation=no_isolation)
+    try:
+        grader.check_isolation()
+    except IsolationUnavailable as e:
+        raise click.ClickException(f"refusing to run the students' code: {e}") from None
     click.echo(f"grading {len(tarballs)} submission(s) against {grader.repo} with {jobs} job(s)", err=True)
 
     def done(i, n, g):
