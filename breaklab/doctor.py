@@ -72,6 +72,11 @@ def read_tarball_members(path: Path) -> dict[str, bytes]:
         parts = name.split("/")
         return RUN_FILE_CAPS.get(parts[-1]) if len(parts) <= 2 else None
 
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if not head.startswith(b"\x1f\x8b") and head[257:262] != b"ustar":
+        raise RunReadError(f"{path}: not a readable run tarball (not a tar or gzip archive); give a .tgz "
+                           f"made by demo_run.sh or breaklab pack, or a run folder")
     try:
         members = untrusted.read_tar(path, accept, require_gzip=False)
     except untrusted.Untrusted as e:
