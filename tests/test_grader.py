@@ -347,22 +347,27 @@ def _records(losses, acc):
             + [{"type": "epoch", "epoch": 0, "step": len(losses), "test_acc": acc}])
 
 
-def test_other_environment_gets_partial_credit_only_within_tolerance():
-    from breaklab.grader.rubric import reproducibility
+def test_other_environment_gets_full_credit_only_within_tolerance():
+    """Another environment: full points when the run agrees within the measured cross-CPU
+    tolerance (bytes cannot match there), 0 and a review item outside it; in the same environment
+    other bytes are a tampered run."""
+    from breaklab.grader.rubric import check_run, reproducibility
 
     rerun = _records([2.3, 2.1, 1.9], 0.916)
     close = _records([2.3 * (1 + 1e-6), 2.1, 1.9], 0.916)
     far = _records([2.3 * 1.01, 2.1, 1.9], 0.916)
     kw = dict(rerun_ok=True, rerun_why="", metrics_same=False, ckpt_same=False, rerun_records=rerun)
     other = ["torch '2.3.0' vs '2.14.1'"]
-    partial = reproducibility("broken", 9, 8, env_diff=other, sub_records=close, **kw)
-    assert [c.points for c in partial] == [5.4, 4.8] and all(c.review for c in partial)
-    assert "environment differs" in partial[0].reason and "torch" in partial[0].reason
-    assert [c.points for c in reproducibility("broken", 9, 8, env_diff=other, sub_records=far, **kw)] == [0, 0]
-    same_env = reproducibility("broken", 9, 8, env_diff=[], sub_records=close, **kw)
+    full = reproducibility("broken", 9, 8, check_run("broken", env_diff=other, sub_records=close, **kw))
+    assert [c.points for c in full] == [9, 8] and not any(c.review for c in full)
+    assert "another environment" in full[0].reason and "torch" in full[0].reason
+    outside = reproducibility("broken", 9, 8, check_run("broken", env_diff=other, sub_records=far, **kw))
+    assert [c.points for c in outside] == [0, 0] and all(c.review for c in outside)
+    same_env = reproducibility("broken", 9, 8, check_run("broken", env_diff=[], sub_records=close, **kw))
     assert [c.points for c in same_env] == [0, 0] and "same environment" in same_env[0].reason
-    failed = reproducibility("fixed", 9, 9, rerun_ok=False, rerun_why="stopped at the wall-clock limit",
-                             metrics_same=False, ckpt_same=False, env_diff=[], sub_records=None, rerun_records=None)
+    failed = reproducibility("fixed", 9, 9, check_run("fixed", rerun_ok=False, rerun_why="stopped at the wall-clock limit",
+                                                      metrics_same=False, ckpt_same=False, env_diff=[],
+                                                      sub_records=None, rerun_records=None))
     assert [c.points for c in failed] == [0, 0] and "wall-clock" in failed[0].reason
 
 
