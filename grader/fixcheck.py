@@ -74,6 +74,11 @@ def judge_probe(break_hook: str, probe: dict[str, Any] | None, clean: dict[str, 
         error = str(probe.get("import_error") or "no hook outputs")[:200]
         return FixVerdict("unchecked", [f"the patched break could not be probed: {error}"])
     differs = {h: describe(h, hooks.get(h), clean[h], inputs) for h in HOOKS if not same_output(h, hooks.get(h), clean[h])}
+    if break_hook not in HOOKS:  # a hook the probe does not call: the checkpoint decides
+        if differs:
+            return FixVerdict("not_fixed", ["the patched hooks differ from the clean ones: " + "; ".join(differs.values())])
+        return FixVerdict("fixed", [f"the probe does not call {break_hook}; the hooks it calls behave like the clean "
+                                    "ones, and the checkpoint decides"])
     if break_hook in differs and same_output(break_hook, hooks.get(break_hook), broken[break_hook]):
         return FixVerdict("no_op", [f"the hook {break_hook} still behaves like the broken one ({differs[break_hook]}): "
                                     "the bug is still there, whatever else the patch changes"])

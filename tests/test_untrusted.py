@@ -279,6 +279,9 @@ def test_probe_verdicts_name_what_they_saw(probe_expectations):
                           clean, broken, inputs)
     assert crashed.kind == "unchecked" and "unfinished" in crashed.reasons[0]
     assert judge_probe("learning_rate", None, clean, broken, inputs, "exit status 1").kind == "unchecked"
+    # A break whose hook the probe does not call is left to the checkpoint.
+    other = judge_probe("micro_batch_loss", {"hooks": clean, "replaced": []}, clean, broken, inputs)
+    assert other.kind == "fixed" and "checkpoint decides" in other.reasons[0]
 
 
 def test_logged_numbers_the_checkpoint_does_not_give_are_a_faked_measurement():
