@@ -94,9 +94,11 @@ def warmup_cosine(warmup_steps: int, total_steps: int):
     return factor
 
 
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, brk: Break) -> dict[str, float]:
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, brk: Break | None = None) -> dict[str, float]:
     """Loss and accuracy on (x, y) in evaluation mode, without autograd, with the clean
-    criterion; and the bytes autograd saved for a backward pass meanwhile (none under no_grad)."""
+    criterion; and the bytes autograd saved for a backward pass meanwhile (none under no_grad).
+    `brk` is the run's break (its evaluation hooks); the clean evaluation without one."""
+    brk = Break() if brk is None else brk
     brk.eval_mode(model)                                     # BREAK HOOK: eval_in_train_mode
     with brk.eval_grad_mode(), SavedTensorBytes() as saved:  # BREAK HOOK: eval_with_grad
         logits = torch.cat([model(xb) for xb in x.split(1000)]).float()

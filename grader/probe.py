@@ -201,6 +201,7 @@ def foreign_definitions() -> list[str]:
                 for item in node.body:
                     if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)):
                         value = vars(cls).get(item.name)
+                        value = value.fget if isinstance(value, property) else value  # a @property's getter
                         value = getattr(value, "__func__", value)
                         inner = inspect.unwrap(value) if callable(value) else None
                         if not (isinstance(inner, types.FunctionType) and inner.__code__.co_filename == path):
