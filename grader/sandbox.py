@@ -313,7 +313,9 @@ def hidden_paths() -> tuple[str, ...]:
     site-packages). The run imports the course tree's breaklab, never this one."""
     import breaklab
 
-    here = [os.path.realpath(p) for p in breaklab.__path__]
+    # The package's own folder, not every entry of its search path: in a checkout that path also
+    # holds the checkout's root (breaklab/__init__.py), where the virtual environment may live.
+    here = [os.path.realpath(os.path.dirname(breaklab.__file__))]
     try:
         from breaklab.solutions import SOLUTIONS_DIR
         here.append(os.path.realpath(SOLUTIONS_DIR))
