@@ -11,7 +11,7 @@ folder `out/.work` (removed at the end unless keep_work):
     .work/checkouts/KEY/      git checkouts of a base commit, with the in-scope patch applied
     .work/runs/KEY/tree/      the run's private copy of the course tree (no .git, no solutions/),
                               read-only in the sandbox
-    .work/runs/KEY/work/      the run's only writable folder
+    .work/runs/KEY/work       the run's only writable folder
     .work/runs/KEY/files/     the run's files, copied out by breaklab.untrusted after it ended
     .work/cache/              the grader's own unpacked test set
 
