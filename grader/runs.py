@@ -114,13 +114,23 @@ def train(tree: Path, spec: RunSpec, workdir: Path, out_name: str, *, timeout: f
     workdir.mkdir(parents=True, exist_ok=True)
     argv = [python(), "-s", str(tree / "trainer.py"), *spec.argv(out_name)[1:]]
     result = run_sandboxed(argv, cwd=workdir, timeout=timeout, env={**passed_through_env(), **(env or {})},
-                           readable=[tree])
+                           readable=[tree, *git_alternates(tree)])
     dest = Path(copy_to) if copy_to is not None else workdir.parent / f"{workdir.name}-{out_name}-files"
     caps = {f"{out_name}/{name}": cap for name, cap in COPY_CAPS.items()}
     files, problems = read_folder_files(workdir, caps)
     copied = {name.split("/", 1)[1]: data for name, data in files.items()}
     write_fresh(dest, copied)
     return RunResult(dest, result, copied, problems)
+
+
+def git_alternates(tree: Path) -> list[Path]:
+    """The object folders a `git clone --shared` checkout borrows (so the run's meta.json can name
+    its commit and whether it was changed). The grader's private trees have no .git at all."""
+    try:
+        lines = (tree / ".git" / "objects" / "info" / "alternates").read_text().splitlines()
+    except OSError:
+        return []
+    return [Path(line) for line in lines if line.strip() and Path(line).is_dir()]
 
 
 def parse_records(data: bytes | None) -> list[dict[str, Any]] | None:

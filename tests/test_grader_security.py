@@ -178,19 +178,21 @@ def other_capability() -> tuple[str, str] | None:
     return (here, "default" if "default" in others else others[0]) if others else None
 
 
-def own_claim(sub: Path, name: str) -> Path:
-    """The submission with its report quoting its own broken run at the claimed step (what an
-    honest student on that machine would write)."""
+def own_claim(sub: Path, name: str, step: int = 9) -> Path:
+    """The submission with its report quoting its own broken run at `step` (what an honest student
+    on that machine writes). Step 9 of amp_no_scaling's first-layer zero gradients moves by 16%
+    between CPU capabilities (0.069 without vector kernels, 0.077 with AVX-512), more than a
+    claim's 5%: only the student's own run can confirm it."""
     _, files = fx.read_members(sub)
     report = files["report.md"].decode()
     m = re.search(r"```symptom\s*\nmetric: (\S+)\nstep: (\d+)\nvalue: (\S+)\n```", report)
-    metric, step = m.group(1), int(m.group(2))
+    metric = m.group(1)
     head, _, layer = metric.partition(".")
     record = next(json.loads(line) for line in files["broken/metrics.jsonl"].decode().splitlines()
                   if f'"step":{step},' in line and '"type":"step"' in line)
     value = record[head][layer] if layer else record[head]
-    return fx.repack(sub, name, lambda f: f.__setitem__("report.md", report.replace(
-        f"value: {m.group(3)}", f"value: {value:.4g}").encode()))
+    block = f"```symptom\nmetric: {metric}\nstep: {step}\nvalue: {value:.4g}\n```"
+    return fx.repack(sub, name, lambda f: f.__setitem__("report.md", report.replace(m.group(0), block).encode()))
 
 
 @pytest.fixture(scope="module")

@@ -110,8 +110,9 @@ def hostile_patch(scratch: Path, code: str) -> bytes:
     return patch
 
 
-def own_processes() -> list[str]:
-    """Command lines of live processes that belong to this test's grading."""
+def own_processes(out: Path) -> list[str]:
+    """Command lines of live processes that belong to this test's grading (its own output
+    folder: other test sessions on the machine may be grading at the same time)."""
     found = []
     for pid in os.listdir("/proc"):
         if pid.isdigit():
@@ -119,7 +120,7 @@ def own_processes() -> list[str]:
                 cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             except OSError:
                 continue
-            if "sandbox-grading" in cmd:
+            if str(out) in cmd:
                 found.append(cmd)
     return found
 
@@ -147,7 +148,7 @@ def graded(tmp_path_factory):
         listener.close()
     by_tarball = {g["tarball"]: g for g in grades}
     outside = [p for p in OUTSIDE_FILES if p.exists()]
-    yield {k: by_tarball[p.name] for k, p in subs.items()}, listener, own_processes(), out, outside
+    yield {k: by_tarball[p.name] for k, p in subs.items()}, listener, own_processes(out), out, outside
     for path in OUTSIDE_FILES:
         path.unlink(missing_ok=True)
 
