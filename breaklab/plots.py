@@ -146,6 +146,7 @@ class Panel:
     guides: tuple[tuple[float, str], ...] = ()  # horizontal reference values with their meaning
     short: str = ""  # how the subtitle names it
     per_epoch: bool = False  # one point per epoch (drawn with markers: one epoch is one point)
+    count: bool = False      # a count from 0: always a linear axis, where 0 stays in view
 
     @property
     def name(self) -> str:
@@ -168,7 +169,7 @@ PANELS = [
     Panel("update_ratio", "step size: |update| / |weights|", _step_metric("update_ratio"),
           short="step size"),
     Panel("steps_without_update", "steps so far with a non-finite loss or no update",
-          _steps_without_update, short="steps with a non-finite loss or no update"),
+          _steps_without_update, short="steps with a non-finite loss or no update", count=True),
     Panel("dead_unit_frac", "hidden units with no gradient at all", _step_metric("dead_unit_frac"),
           percent=True, short="hidden units with no gradient"),
     Panel("scattered_zero_frac", "first-layer gradients exactly zero, outside whole zero rows",
@@ -182,7 +183,7 @@ PANELS = [
     Panel("act_last_var", "outputs fed to the loss: variance", _step_metric("act_last_var"),
           short="output variance"),
     Panel("loss_graphs_alive", "memory: earlier steps' autograd graphs still held",
-          _step_metric("loss_graphs_alive"), short="earlier graphs held"),
+          _step_metric("loss_graphs_alive"), short="earlier graphs held", count=True),
     Panel("test_autograd_mb", "memory: MB saved for backward during the test pass",
           _megabytes("test_autograd_bytes"), short="MB saved during the test pass", per_epoch=True),
     Panel("loss_vs_clean", "|loss - clean run's loss| (blank where equal)", lambda run: ([], []),
@@ -204,7 +205,7 @@ def _plain(value: float, _pos=None) -> str:
     return f"{value:g}"
 
 
-def _set_y_scale(ax, values: list[float], percent: bool) -> None:
+def _set_y_scale(ax, values: list[float], percent: bool, count: bool = False) -> None:
     """Percentages for fractions; a log axis where the positive values span decades (exact zeros
     then fall below the axis); a symmetric log axis where values of both signs reach decades past
     the small ones (a loss falling without bound below 0); linear otherwise, from 0 for values
@@ -220,7 +221,7 @@ def _set_y_scale(ax, values: list[float], percent: bool) -> None:
     if not finite:
         return
     positive = [v for v in finite if v > 0]
-    if positive and min(finite) >= 0 and math.log10(max(positive) / min(positive)) >= DECADES_FOR_LOG:
+    if positive and min(finite) >= 0 and not count and math.log10(max(positive) / min(positive)) >= DECADES_FOR_LOG:
         _log_axis(ax)
     elif min(finite) < 0 and max(abs(v) for v in finite) >= 10 ** DECADES_FOR_LOG:
         _symlog_axis(ax)
@@ -299,7 +300,7 @@ def _draw_panel(ax, panel: Panel, run, reference) -> None:
         ax.plot(x, y, marker, color=RUN_COLOR, lw=1, ms=6, zorder=3, gid="run")
     for value, label in panel.guides:
         ax.axhline(value, color="black", lw=0.8, ls=":", zorder=2, label=label)
-    _set_y_scale(ax, shown, panel.percent)
+    _set_y_scale(ax, shown, panel.percent, panel.count)
     if panel.key in ("loss", "test_acc"):
         ax.legend(fontsize=7, loc="best")
 
@@ -313,11 +314,16 @@ def _draw_loss_difference(ax, run, reference) -> None:
         return
     x, y = loss_difference(run, reference)
     ax.plot(x, y, color=RUN_COLOR, lw=1, zorder=3, gid="run")
-    if _finite(y) and min(_finite(y)) > 0:
+    if _finite(y):
         _log_axis(ax)
-    else:
-        ax.text(0.5, 0.5, "equal at every step", transform=ax.transAxes, ha="center", va="center",
-                fontsize=9, color=REFERENCE_COLOR)
+        return
+    # Nothing drawn: either the losses are equal at every step, or a non-finite loss leaves no
+    # difference to draw (NaN - x is NaN).
+    losses = _series(run.steps[:len(x)], "loss") + _series(reference.steps[:len(x)], "loss")
+    note = ("equal at every step" if not any(math.isnan(v) or math.isinf(v) for v in losses)
+            else "no step where both losses are finite and differ")
+    ax.text(0.5, 0.5, note, transform=ax.transAxes, ha="center", va="center", fontsize=9,
+            color=REFERENCE_COLOR)
 
 
 def _mark_onset(ax, step: int) -> None:
