@@ -5,8 +5,11 @@ report.png is read next to a clean run: each panel draws the run as a thin line 
 run of the same seed as a wide grey band (runs/none_SEED beside the run folder, or a folder given
 with `breaklab plot --reference`). Where the two agree the line sits inside the band; where they
 differ the gap is visible without reading any text. Each panel's scale is chosen from the values
-it shows: logarithmic where they span two decades or more, linear otherwise, fractions as
-percentages, every x axis from step 0.
+it shows: logarithmic where they span two decades or more (symmetric logarithmic for values of
+both signs), linear otherwise and from 0 for values never negative, counts linear, fractions as
+percentages, every x axis from step 0. Every fault of the catalogue shows in at least one panel
+(tests/test_plots.py says which); the last panel, the loss's difference from the clean run's, is
+blank while the two runs agree, so a run that parts from the clean one late shows where.
 
 Drawn with matplotlib's Agg canvas directly (no pyplot: no global state, a faster import). PNG
 files are written without the "Software" metadata matplotlib would stamp with its version, so the
