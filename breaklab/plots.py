@@ -5,8 +5,11 @@ report.png is read next to a clean run: each panel draws the run as a thin line 
 run of the same seed as a wide grey band (runs/none_SEED beside the run folder, or a folder given
 with `breaklab plot --reference`). Where the two agree the line sits inside the band; where they
 differ the gap is visible without reading any text. Each panel's scale is chosen from the values
-it shows: logarithmic where they span two decades or more, linear otherwise, fractions as
-percentages, every x axis from step 0.
+it shows: logarithmic where they span two decades or more (symmetric logarithmic for values of
+both signs), linear otherwise and from 0 for values never negative, counts linear, fractions as
+percentages, every x axis from step 0. Every fault of the catalogue shows in at least one panel
+(tests/test_plots.py says which); the last panel, the loss's difference from the clean run's, is
+blank while the two runs agree, so a run that parts from the clean one late shows where.
 
 Drawn with matplotlib's Agg canvas directly (no pyplot: no global state, a faster import). PNG
 files are written without the "Software" metadata matplotlib would stamp with its version, so the
@@ -87,6 +90,41 @@ def _scattered_zero_frac(run) -> tuple[list[int], list[float]]:
     return [r["step"] for r in run.steps], [max(0.0, z - d) for z, d in zip(zeros, dead)]
 
 
+def _first_layer_grad(run) -> tuple[list[int], list[float]]:
+    """The gradient norm of the first layer's weight (trainer.py's fc1.weight)."""
+    return [r["step"] for r in run.steps], _series(run.steps, "grad_norm_by_layer", layers_of(run.steps)[0])
+
+
+def _steps_without_update(run) -> tuple[list[int], list[float]]:
+    """Steps so far whose loss was non-finite or whose update was skipped: a count that stays at 0
+    in a run where every step is a valid update, and climbs from the first one that is not."""
+    count, out = 0, []
+    for r in run.steps:
+        count += r.get("loss_finite") is False or bool(r.get("step_skipped"))
+        out.append(float(count))
+    return [r["step"] for r in run.steps], out
+
+
+def loss_difference(run, reference) -> tuple[list[int], list[float]]:
+    """|loss - the clean run's loss| at each step both have. Exactly equal steps are NaN: nothing
+    is drawn there on the panel's log axis, so the curve starts where the two runs part."""
+    ref_loss = {r["step"]: r.get("loss") for r in reference.steps}
+    x, y = [], []
+    for r in run.steps:
+        if r["step"] not in ref_loss:
+            continue
+        a, b = _number(r.get("loss")), _number(ref_loss[r["step"]])
+        x.append(r["step"])
+        y.append(math.nan if a == b else abs(a - b))
+    return x, y
+
+
+def _megabytes(key: str) -> Callable[[Any], tuple[list[int], list[float]]]:
+    def values(run) -> tuple[list[int], list[float]]:
+        return _epoch_x(run), [_number(e.get(key)) / 1e6 for e in run.epochs]
+    return values
+
+
 def _epoch_x(run) -> list[int]:
     """Epoch records are plotted at the last step of the epoch."""
     return [max(0, (e.get("step") or 1) - 1) for e in run.epochs]
@@ -110,6 +148,8 @@ class Panel:
     percent: bool = False
     guides: tuple[tuple[float, str], ...] = ()  # horizontal reference values with their meaning
     short: str = ""  # how the subtitle names it
+    per_epoch: bool = False  # one point per epoch (drawn with markers: one epoch is one point)
+    count: bool = False      # a count from 0: always a linear axis, where 0 stays in view
 
     @property
     def name(self) -> str:
@@ -118,18 +158,24 @@ class Panel:
 
 PANELS = [
     Panel("loss", "training loss (per step)", _step_metric("loss"),
-          guides=((math.log(10), "ln 10 = 2.30: a uniform guess"),), short="loss"),
+          guides=((math.log(10), "ln 10 = 2.30: equal odds on 10 classes"),), short="loss"),
     Panel("test_acc", "accuracy (per epoch)", _epoch_metric("test_acc"), percent=True,
-          guides=((0.1, "chance: 10%"),), short="test accuracy"),
+          guides=((0.1, "one in 10 classes: 10%"),), short="test accuracy", per_epoch=True),
+    Panel("test_loss", "test loss (per epoch)", _epoch_metric("test_loss"), short="test loss",
+          per_epoch=True),
     Panel("lr", "learning rate used by the optimizer", _step_metric("lr"), short="learning rate"),
     Panel("grad_norm", "gradient norm (all parameters)", _step_metric("grad_norm"), short="gradient norm"),
     Panel("grad_norm_by_layer", "gradient norm per parameter tensor", _step_metric("grad_norm"),
           short="gradient norm per layer"),
+    Panel("first_layer_grad", "gradient norm of the first layer's weight", _first_layer_grad,
+          short="first-layer gradient norm"),
     Panel("update_ratio", "step size: |update| / |weights|", _step_metric("update_ratio"),
           short="step size"),
-    Panel("dead_unit_frac", "hidden units with no gradient (dead ReLUs)", _step_metric("dead_unit_frac"),
-          percent=True, short="dead hidden units"),
-    Panel("scattered_zero_frac", "first-layer gradients exactly zero, outside dead units",
+    Panel("steps_without_update", "steps so far with a non-finite loss or no update",
+          _steps_without_update, short="steps with a non-finite loss or no update", count=True),
+    Panel("dead_unit_frac", "hidden units with no gradient at all", _step_metric("dead_unit_frac"),
+          percent=True, short="hidden units with no gradient"),
+    Panel("scattered_zero_frac", "first-layer gradients exactly zero, outside whole zero rows",
           _scattered_zero_frac, percent=True, short="scattered zero gradients"),
     Panel("bn_running_var_mean", "BatchNorm running variance (mean over units)",
           _step_metric("bn_running_var_mean"), short="BatchNorm running variance"),
@@ -139,8 +185,16 @@ PANELS = [
           short="first-layer activation variance"),
     Panel("act_last_var", "outputs fed to the loss: variance", _step_metric("act_last_var"),
           short="output variance"),
+    Panel("loss_graphs_alive", "memory: earlier steps' autograd graphs still held",
+          _step_metric("loss_graphs_alive"), short="earlier graphs held", count=True),
+    Panel("test_autograd_mb", "memory: MB saved for backward during the test pass",
+          _megabytes("test_autograd_bytes"), short="MB saved during the test pass", per_epoch=True),
+    Panel("loss_vs_clean", "|loss - clean run's loss| (blank where equal)", lambda run: ([], []),
+          short="loss difference"),
 ]
 COLUMNS = 3
+PANEL_HEIGHT = 2.82   # inches per row of panels
+HEADER_HEIGHT = 2.31  # inches for the title, the subtitle, the key and the x labels below
 
 
 # ============================================================================
@@ -154,9 +208,11 @@ def _plain(value: float, _pos=None) -> str:
     return f"{value:g}"
 
 
-def _set_y_scale(ax, values: list[float], percent: bool) -> None:
+def _set_y_scale(ax, values: list[float], percent: bool, count: bool = False) -> None:
     """Percentages for fractions; a log axis where the positive values span decades (exact zeros
-    then fall below the axis); linear otherwise."""
+    then fall below the axis); a symmetric log axis where values of both signs reach decades past
+    the small ones (a loss falling without bound below 0); linear otherwise, from 0 for values
+    that are never negative (so that twice as high reads as twice as much)."""
     from matplotlib.ticker import PercentFormatter
 
     finite = _finite(values)
@@ -165,9 +221,26 @@ def _set_y_scale(ax, values: list[float], percent: bool) -> None:
         ax.set_ylim(-0.03 * top, top)
         ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0 if top >= 0.2 else 1))
         return
+    if not finite:
+        return
     positive = [v for v in finite if v > 0]
-    if positive and min(finite) >= 0 and math.log10(max(positive) / min(positive)) >= DECADES_FOR_LOG:
+    if positive and min(finite) >= 0 and not count and math.log10(max(positive) / min(positive)) >= DECADES_FOR_LOG:
         _log_axis(ax)
+    elif min(finite) < 0 and max(abs(v) for v in finite) >= 10 ** DECADES_FOR_LOG:
+        _symlog_axis(ax)
+    elif min(finite) >= 0:
+        top = max(finite)
+        ax.set_ylim(-0.03 * (top or 1), 1.05 * top if top > 0 else 1)
+
+
+def _symlog_axis(ax) -> None:
+    """Linear within -1..1, logarithmic beyond, labelled at powers of ten with plain numbers."""
+    from matplotlib.ticker import FuncFormatter, NullLocator, SymmetricalLogLocator
+
+    ax.set_yscale("symlog", linthresh=1.0)
+    ax.yaxis.set_major_locator(SymmetricalLogLocator(base=10, linthresh=1.0))
+    ax.yaxis.set_major_formatter(FuncFormatter(_plain))
+    ax.yaxis.set_minor_locator(NullLocator())
 
 
 def _log_axis(ax) -> None:
@@ -181,38 +254,44 @@ def _log_axis(ax) -> None:
     ax.yaxis.set_minor_locator(NullLocator())
 
 
-def _draw_reference(ax, x, y, label: str | None, marker: str = "") -> None:
+def _draw_reference(ax, x, y, label: str | None, marker: str = "", gid: str = "reference") -> None:
     ax.plot(x, y, marker, color=REFERENCE_COLOR, lw=5, ms=9, alpha=0.45, solid_capstyle="butt",
-            zorder=1, gid="reference", label=label)
+            zorder=1, gid=gid, label=label)
+
+
+def _up_to(x, y, last: int) -> tuple[list, list]:
+    keep = [i for i, s in enumerate(x) if s <= last]
+    return [x[i] for i in keep], [y[i] for i in keep]
 
 
 def _draw_panel(ax, panel: Panel, run, reference) -> None:
+    if panel.key == "loss_vs_clean":
+        _draw_loss_difference(ax, run, reference)
+        return
     x, y = panel.values(run)
     shown = list(y)
+    last = x[-1] if x else 0
+    marker = "o-" if panel.per_epoch else "-"
     if reference is not None:
-        last = x[-1] if x else 0
-        rx, ry = panel.values(reference)
-        keep = [i for i, s in enumerate(rx) if s <= last]
-        rx, ry = [rx[i] for i in keep], [ry[i] for i in keep]
-        _draw_reference(ax, rx, ry, None, "o-" if panel.key == "test_acc" else "-")
+        rx, ry = _up_to(*panel.values(reference), last)
+        _draw_reference(ax, rx, ry, None, marker)
         shown += ry
-    if panel.key == "loss":
-        ax.plot(x, y, color=RUN_COLOR, lw=1, gid="run")
-        tx, ty = _epoch_metric("test_loss")(run)
-        ax.plot(tx, ty, "o-", color=TEST_COLOR, lw=1, ms=5, zorder=4, label="test loss (per epoch)")
-        shown += ty
-    elif panel.key == "test_acc":
+    if panel.key == "test_acc":
         tx, ty = _epoch_metric("train_acc")(run)
+        if reference is not None:
+            rx, ry = _up_to(*_epoch_metric("train_acc")(reference), last)
+            _draw_reference(ax, rx, ry, None, "s--", gid="reference-train")
+            shown += ry
         ax.plot(tx, ty, "s--", color=RUN_COLOR, lw=1, ms=5, zorder=3, label="train accuracy", gid="run-train")
         ax.plot(x, y, "o-", color=TEST_COLOR, lw=1.2, ms=6, zorder=4, label="test accuracy", gid="run")
         shown += ty
     elif panel.key == "grad_norm_by_layer":
         layers = layers_of(run.steps)
         every = max(len(layers), len(x) // 8)  # at least one step of offset per layer
-        for i, (layer, marker) in enumerate(zip(layers, LAYER_MARKERS)):
+        for i, (layer, layer_marker) in enumerate(zip(layers, LAYER_MARKERS)):
             ly = _series(run.steps, "grad_norm_by_layer", layer)
             # each layer's markers at its own offset: two layers with equal norms stay apart
-            ax.plot(x, ly, lw=0.8, marker=marker, ms=4, markevery=(i * every // len(layers), every),
+            ax.plot(x, ly, lw=0.8, marker=layer_marker, ms=4, markevery=(i * every // len(layers), every),
                     label=layer, gid=f"layer:{layer}")
         peak = max(_finite(_series(run.steps, "grad_norm")) or [0.0])
         if peak > 0:  # exact zeros and 1e-20s (a bias before BatchNorm) would hide the rest
@@ -221,12 +300,33 @@ def _draw_panel(ax, panel: Panel, run, reference) -> None:
         ax.legend(fontsize=6.5, loc="lower left", ncol=3)
         return
     else:
-        ax.plot(x, y, color=RUN_COLOR, lw=1, zorder=3, gid="run")
+        ax.plot(x, y, marker, color=RUN_COLOR, lw=1, ms=6, zorder=3, gid="run")
     for value, label in panel.guides:
         ax.axhline(value, color="black", lw=0.8, ls=":", zorder=2, label=label)
-    _set_y_scale(ax, shown, panel.percent)
+    _set_y_scale(ax, shown, panel.percent, panel.count)
     if panel.key in ("loss", "test_acc"):
         ax.legend(fontsize=7, loc="best")
+
+
+def _draw_loss_difference(ax, run, reference) -> None:
+    """Where the run leaves the clean run: blank while the two losses are equal, a curve from the
+    first step where they are not (a resumed run that should have continued the same run)."""
+    if reference is None:
+        ax.text(0.5, 0.5, "no clean run to compare with", transform=ax.transAxes, ha="center",
+                va="center", fontsize=9, color=REFERENCE_COLOR)
+        return
+    x, y = loss_difference(run, reference)
+    ax.plot(x, y, color=RUN_COLOR, lw=1, zorder=3, gid="run")
+    if _finite(y):
+        _log_axis(ax)
+        return
+    # Nothing drawn: either the losses are equal at every step, or a non-finite loss leaves no
+    # difference to draw (NaN - x is NaN).
+    losses = _series(run.steps[:len(x)], "loss") + _series(reference.steps[:len(x)], "loss")
+    note = ("equal at every step" if not any(math.isnan(v) or math.isinf(v) for v in losses)
+            else "no step where both losses are finite and differ")
+    ax.text(0.5, 0.5, note, transform=ax.transAxes, ha="center", va="center", fontsize=9,
+            color=REFERENCE_COLOR)
 
 
 def _mark_onset(ax, step: int) -> None:
@@ -238,8 +338,10 @@ def _mark_onset(ax, step: int) -> None:
 
 
 def _start_x_at_zero(ax, run) -> None:
-    last = run.steps[-1]["step"] if run.steps else 1
-    ax.set_xlim(0, max(1, last))
+    """x from step 0 to a little past the last step: a point at the last step (one epoch's test
+    accuracy) is drawn whole."""
+    last = max(1, run.steps[-1]["step"] if run.steps else 1)
+    ax.set_xlim(0, last + max(1, round(0.02 * last)))
 
 
 # ============================================================================
@@ -257,27 +359,47 @@ def _line(ax, gid: str):
     return next((line for line in ax.get_lines() if line.get_gid() == gid), None)
 
 
+def paired_points(ax, run_line, ref_line, by_order: bool = False) -> list[tuple[float, float, float]]:
+    """(x, run value, clean value) at the steps both lines have; by_order pairs the points one by
+    one instead (per-epoch curves of runs whose epochs have other numbers of steps)."""
+    run_x, run_y = list(map(float, run_line.get_xdata())), list(map(float, run_line.get_ydata()))
+    ref_x, ref_y = list(map(float, ref_line.get_xdata())), list(map(float, ref_line.get_ydata()))
+    if by_order:
+        return [(x, v, r) for x, v, r in zip(run_x, run_y, ref_y)]
+    ref_at = dict(zip(ref_x, ref_y))
+    return [(x, v, ref_at[x]) for x, v in zip(run_x, run_y) if x in ref_at]
+
+
+def vertical_gaps(ax, pairs: list[tuple[float, float, float]]):
+    """The vertical distance between run and clean at each pair, in the panel's own coordinates
+    (after its scale is set): 0 = on top of each other, 1 = a full panel apart. A value outside
+    the panel (an exact zero on a log axis) counts at the panel's edge, where it leaves the view.
+    Pairs where either value is not drawn (non-finite) are left out."""
+    import numpy as np
+
+    if not pairs:
+        return np.array([])
+    ax.get_ylim()  # settles the autoscaled limits before reading the transform
+    to_axes = ax.transScale + ax.transLimits
+    steps = np.array([p[0] for p in pairs])
+    drawn = np.array([math.isfinite(p[1]) and math.isfinite(p[2]) for p in pairs])
+    with np.errstate(all="ignore"):
+        a = to_axes.transform(np.column_stack([steps, [p[1] for p in pairs]]))[:, 1]
+        b = to_axes.transform(np.column_stack([steps, [p[2] for p in pairs]]))[:, 1]
+        gaps = np.abs(np.clip(a, 0, 1) - np.clip(b, 0, 1))
+    return gaps[drawn & np.isfinite(gaps)]
+
+
 def panel_gap(ax, panel: Panel) -> Gap | None:
-    """Compare the run's line with the clean run's band at the steps both have, in the panel's
-    own coordinates (after its scale is set): 0 = on top of each other, 1 = a full panel apart."""
+    """Compare the run's line with the clean run's band at the steps both have (epoch by epoch
+    on a per-epoch panel): the median of vertical_gaps."""
     import numpy as np
 
     run, ref = _line(ax, "run"), _line(ax, "reference")
     if run is None or ref is None:
         return None
-    ax.get_ylim()  # settles the autoscaled limits before reading the transform
-    ref_at = {float(s): float(v) for s, v in zip(ref.get_xdata(), ref.get_ydata())}
-    pairs = [(float(s), float(v), ref_at[float(s)]) for s, v in zip(run.get_xdata(), run.get_ydata())
-             if float(s) in ref_at]
-    if not pairs:
-        return None
-    to_axes = ax.transScale + ax.transLimits
-    steps = np.array([p[0] for p in pairs])
-    with np.errstate(all="ignore"):
-        a = to_axes.transform(np.column_stack([steps, [p[1] for p in pairs]]))[:, 1]
-        b = to_axes.transform(np.column_stack([steps, [p[2] for p in pairs]]))[:, 1]
-    gaps = np.abs(a - b)
-    gaps = gaps[np.isfinite(gaps)]
+    pairs = paired_points(ax, run, ref, by_order=panel.per_epoch)
+    gaps = vertical_gaps(ax, pairs)
     if not gaps.size:
         return None
     runs = _finite([p[1] for p in pairs]) or [math.nan]
@@ -320,14 +442,16 @@ def _num(v: Any) -> str:
 
 
 def subtitle(run, diagnosis, gaps: list[Gap] | None, reference_note: str | None) -> str:
-    """The figure's text under the title: what the curves show, nothing more. The one place
-    where this text is chosen. diagnosis None (a mystery run): measurements only, in the same
-    lines for every run, and no list of the panels that differ (it would point at the answer)."""
+    """The figure's text under the title: what the curves show, nothing more (no verdict, no
+    cause). The one place where this text is chosen. diagnosis None (a mystery run): measurements
+    only, in the same lines for every run, and no list of the panels that differ (it would point
+    at the answer). Otherwise the marked step and the panels furthest from the clean run."""
+    st = run.steps
+    measured = (f"loss {_num(st[0].get('loss'))} at step 0 -> {_num(st[-1].get('loss'))} at step "
+                f"{st[-1]['step']}; gradient norm {_num(st[0].get('grad_norm'))} -> "
+                f"{_num(st[-1].get('grad_norm'))}")
     if diagnosis is None:
-        st = run.steps
-        lines = [f"loss {_num(st[0].get('loss'))} at step 0 -> {_num(st[-1].get('loss'))} at step "
-                 f"{st[-1]['step']}; gradient norm {_num(st[0].get('grad_norm'))} -> "
-                 f"{_num(st[-1].get('grad_norm'))}"]
+        lines = [measured]
         if gaps is not None:
             lines.append("grey: the clean run of the same seed")
         elif reference_note:
@@ -337,14 +461,12 @@ def subtitle(run, diagnosis, gaps: list[Gap] | None, reference_note: str | None)
     if diagnosis.onset_step is not None:
         lines.append(f"red dashed line: step {diagnosis.onset_step}, where the first symptom shows "
                      f"({diagnosis.onset})")
-    elif diagnosis.verdict == "healthy":
-        lines.append("the loss fell and no symptom was found")
-    elif diagnosis.observations:
-        lines.append("; ".join(diagnosis.observations[:2]))
     if gaps is not None:
         lines.append(describe_gaps(gaps))
-    elif reference_note:
-        lines.append(reference_note)
+    else:
+        lines.append(measured)
+        if reference_note:
+            lines.append(reference_note)
     return "\n".join(lines)
 
 
@@ -355,7 +477,8 @@ def report_figure(run, diagnosis, reference=None, reference_label: str | None = 
     None (a mystery run): no marked step, measurements only. `name` heads the title [default:
     the run's folder or tarball name]."""
     rows = math.ceil(len(PANELS) / COLUMNS)
-    fig, axes = _figure(rows, COLUMNS, 15, 3.05 * rows + 1.4)
+    height = PANEL_HEIGHT * rows + HEADER_HEIGHT
+    fig, axes = _figure(rows, COLUMNS, 15, height)
     onset = diagnosis.onset_step if diagnosis is not None else None
     for ax, panel in zip(axes, PANELS):
         _draw_panel(ax, panel, run, reference)
@@ -370,12 +493,17 @@ def report_figure(run, diagnosis, reference=None, reference_label: str | None = 
     gaps = None
     if reference is not None:
         gaps = [g for ax, panel in zip(axes, PANELS) if (g := panel_gap(ax, panel)) is not None]
-    fig.suptitle(figure_title(run, name), fontsize=12, y=0.995, va="top")
-    fig.text(0.5, 0.972, _wrap(subtitle(run, diagnosis, gaps, reference_note)), ha="center", va="top",
-             fontsize=9.5, linespacing=1.4)
-    _key(fig, reference_label if reference is not None else None, onset)
-    # Fixed margins rather than tight_layout, which measures every label and costs seconds.
-    fig.subplots_adjust(left=0.05, right=0.985, bottom=0.045, top=0.875, hspace=0.42, wspace=0.2)
+    def below_top(inches: float) -> float:
+        return 1 - inches / height
+
+    fig.suptitle(figure_title(run, name), fontsize=12, y=below_top(0.07), va="top")
+    fig.text(0.5, below_top(0.38), _wrap(subtitle(run, diagnosis, gaps, reference_note)), ha="center",
+             va="top", fontsize=9.5, linespacing=1.4)
+    _key(fig, reference_label if reference is not None else None, onset, below_top(1.06))
+    # Fixed margins (in inches from the top and bottom) rather than tight_layout, which measures
+    # every label and costs seconds.
+    fig.subplots_adjust(left=0.05, right=0.985, bottom=0.6 / height, top=below_top(1.7), hspace=0.42,
+                        wspace=0.2)
     return fig
 
 
@@ -386,7 +514,7 @@ def figure_title(run, name: str | None = None) -> str:
             + (f"{100 * acc:.1f}%" if acc is not None else "n/a"))
 
 
-def _key(fig, reference_label: str | None, onset: int | None) -> None:
+def _key(fig, reference_label: str | None, onset: int | None, y: float) -> None:
     """One legend for what every panel shares: this run, the clean run, the symptom's step."""
     from matplotlib.lines import Line2D
 
@@ -396,7 +524,7 @@ def _key(fig, reference_label: str | None, onset: int | None) -> None:
     if onset is not None:
         handles.append(Line2D([], [], color=SYMPTOM_COLOR, ls="--", lw=1.2,
                               label=f"first symptom (step {onset})"))
-    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.922), ncol=len(handles),
+    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, y), ncol=len(handles),
                fontsize=9, frameon=False)
 
 

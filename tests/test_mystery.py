@@ -358,7 +358,7 @@ def figure_titles(draw) -> list[str]:
 
     figures = []
     original = plots._png
-    plots._png = lambda fig: figures.append(fig) or b""
+    plots._png = lambda fig, *title: figures.append(fig) or b""
     try:
         draw()
     finally:
