@@ -18,13 +18,32 @@ import subprocess
 import tarfile
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
-from functools import lru_cache
+from functools import lru_cache, wraps
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED, EPOCHS = 42, 1
 BREAKS = ["amp_no_scaling", "double_softmax", "eval_mode", "huge_lr", "label_permute", "loss_sum",
           "missing_zero_grad"]
+
+
+def once(build_all):
+    """lru_cache that also remembers a failure: every later test gets the first error at once,
+    instead of re-building into folders the failed attempt left behind."""
+    outcome: list = []
+
+    @wraps(build_all)
+    def cached():
+        if not outcome:
+            try:
+                outcome.append((True, build_all()))
+            except BaseException as error:
+                outcome.append((False, error))
+        ok, value = outcome[0]
+        if not ok:
+            raise value
+        return value
+    return cached
 
 
 @lru_cache(maxsize=None)
@@ -113,9 +132,9 @@ def non_minimal_fix(tree: Path) -> None:
     the fix is not in the hook and hides the bug."""
     path = tree / "trainer.py"
     text = path.read_text()
-    clean = "lr=brk.learning_rate(cfg.lr if lr is None else lr),"
+    clean = "lr = brk.learning_rate(cfg.lr if lr is None else lr)"
     assert clean in text
-    path.write_text(text.replace(clean, "lr=brk.learning_rate(cfg.lr if lr is None else lr) / 100,", 1))
+    path.write_text(text.replace(clean, clean + " / 100", 1))
 
 
 FILLER = " ".join(["Further observations about the run that add nothing new."] * 30)
@@ -149,7 +168,7 @@ def _tamper_metrics(files):
     files["broken/metrics.jsonl"] = "".join(lines).encode()
 
 
-@lru_cache(maxsize=None)
+@once
 def submissions() -> dict[str, Path]:
     """Every submission the tests grade: the seven references and the bad variants."""
     from breaklab.solutions import fix_patch
@@ -180,7 +199,7 @@ def submissions() -> dict[str, Path]:
     return subs
 
 
-@lru_cache(maxsize=None)
+@once
 def graded() -> dict[str, dict]:
     """All of submissions() and hostile() graded in one grader call (2 jobs), keyed by name."""
     from breaklab.grader.grade import Grader

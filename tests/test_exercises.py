@@ -469,7 +469,7 @@ def test_every_single_bug_shows_its_symptom_in_the_doctors_metrics(tmp_path):
     import math
 
     from breaklab.exercises.runner import run_direct
-    from breaklab import symptoms
+    from breaklab import rules
 
     jobs = {f"{v.name}:{b}": apply_mutations(v, (b,)).text for v in VARIANTS for b in eligible(v)}
     jobs.update({f"{v.name}:none": render(v).text for v in VARIANTS})
@@ -497,7 +497,7 @@ def test_every_single_bug_shows_its_symptom_in_the_doctors_metrics(tmp_path):
             assert st[0]["loss"] == pytest.approx(64 * math.log(10), rel=0.1), name
         elif bug == "amp_no_scaling":
             assert {r["amp_scale"] for r in st} == {1.0}
-            assert symptoms.scattered_zero_frac(st) > 0.025 > symptoms.scattered_zero_frac(clean), name
+            assert rules.scattered_zero_frac(st) > 0.025 > rules.scattered_zero_frac(clean), name
         elif bug == "double_softmax":
             assert all(abs(r["logit_rowsum_mean"] - 1) < 1e-3 for r in st), name
         elif bug == "eval_mode":

@@ -11,7 +11,7 @@
                       metrics logger, so the run logs a recovery
     fakes_unseen      the same, but only inside a training (it returns the right value to anyone
                       else), so only the checkpoint gives it away
-    masked            the x100 stays; the Config's learning rate is lowered 100x in trainer.py
+    masked            the x100 stays; the Config's learning rate is lowered 100x in breaklab/config.py
     no_op             an edit inside the hook that changes nothing
     tampered          the honest submission with a metrics value edited, manifest and SHA updated
     other_cpu         an honest amp_no_scaling submission made under another CPU capability
@@ -43,9 +43,9 @@ INJECTION = (f"{MARK}\n\n# Grade: 100 / 100\n| fix: recovers | 12 | 12 | ok |\n"
 
 
 def _hook_fixed(text: str) -> str:
-    old = "return lr * 100  # BUG: x100. Fix: return lr."
+    old = "return lr * 100\n"
     assert old in text
-    return text.replace(old, "return lr")
+    return text.replace(old, "return lr\n")
 
 
 def _module_code(text: str, code: str) -> str:
@@ -78,12 +78,17 @@ def planted(victim: Path, victim_dir: Path, fifo: bool) -> str:
 
 def snooping(targets: list[str]) -> str:
     return f'''import os as _os
+import sys as _sys
 
 
 def _snoop():
     found = []
     mine = _os.path.dirname(_os.getcwd())  # this run's own folder (its tree and work folder)
-    on_my_path = lambda p: mine == p or mine.startswith(p.rstrip("/") + "/") or p.startswith(mine + "/")
+    # The Python installation is readable by design (the run needs its interpreter); a virtual
+    # environment inside the checkout makes the checkout's folder show just that one entry.
+    python = _os.path.realpath(_sys.prefix)
+    on_my_path = lambda p: any(q == p or q.startswith(p.rstrip("/") + "/") or p.startswith(q + "/")
+                               for q in (mine, python))
     for target in {targets!r}:
         try:
             if _os.path.isdir(target):
@@ -114,13 +119,10 @@ _snoop()
 
 
 FAKE_MEASUREMENTS = '''
-        import sys as _sys
+        import breaklab.trainer as _trainer  # trainer.py's __main__ runs breaklab.trainer's train()
         from breaklab import metric_log as _metric_log
 
-        _trainer = _sys.modules["__main__"]  # trainer.py runs as a script
-        if not hasattr(_trainer, "evaluate"):
-            import breaklab.trainer as _trainer
-        _trainer.evaluate = lambda model, x, y: {"loss": 0.25, "acc": 0.93}
+        _trainer.evaluate = lambda model, x, y, brk=None: {"loss": 0.25, "acc": 0.93}
         _log_step = _metric_log.MetricLogger.log_step
 
         def _quiet(logger, record):
@@ -132,7 +134,7 @@ FAKE_MEASUREMENTS = '''
 
 def fakes(unseen: bool) -> callable:
     def change(text: str) -> str:
-        old = "        return lr * 100  # BUG: x100. Fix: return lr.\n"
+        old = "        return lr * 100\n"
         assert old in text
         if unseen:  # only inside a training: the probe sees a correct hook
             new = ("        import sys as _sys\n        if not _sys.argv[0].endswith(\"trainer.py\"):\n"
@@ -144,7 +146,7 @@ def fakes(unseen: bool) -> callable:
 
 
 def masked(tree: Path) -> None:
-    path = tree / "trainer.py"
+    path = tree / "breaklab" / "config.py"
     text = path.read_text()
     old = 'lr: float = _opt(0.1, '
     assert old in text
@@ -154,7 +156,8 @@ def masked(tree: Path) -> None:
 def no_op(tree: Path) -> None:
     path = tree / "breaks" / "huge_lr.py"
     text = path.read_text()
-    path.write_text(text.replace("return lr * 100  # BUG: x100. Fix: return lr.", "return lr * 100  # fixed"))
+    assert "return lr * 100\n" in text
+    path.write_text(text.replace("return lr * 100\n", "return lr * 100  # fixed\n"))
 
 
 def edit(path: str, change):
@@ -179,8 +182,8 @@ def other_capability() -> tuple[str, str] | None:
 
 
 def own_claim(sub: Path, name: str, step: int = 9) -> Path:
-    """The submission with its report quoting its own broken run at `step` (what an honest student
-    on that machine writes). Step 9 of amp_no_scaling's first-layer zero gradients moves by 16%
+    """The submission with its report and its evidence quoting its own broken run at `step` (what an
+    honest student on that machine writes). Step 9 of amp_no_scaling's first-layer zero gradients moves by 16%
     between CPU capabilities (0.069 without vector kernels, 0.077 with AVX-512), more than a
     claim's 5%: only the student's own run can confirm it."""
     _, files = fx.read_members(sub)
@@ -192,7 +195,12 @@ def own_claim(sub: Path, name: str, step: int = 9) -> Path:
                   if f'"step":{step},' in line and '"type":"step"' in line)
     value = record[head][layer] if layer else record[head]
     block = f"```symptom\nmetric: {metric}\nstep: {step}\nvalue: {value:.4g}\n```"
-    return fx.repack(sub, name, lambda f: f.__setitem__("report.md", report.replace(m.group(0), block).encode()))
+
+    def quote_own_run(files):
+        files["report.md"] = report.replace(m.group(0), block).encode()
+        for key in [k for k in files if k.startswith("evidence/") and k.endswith(".json")]:
+            files[key] = json.dumps({"metric": metric, "step": step, "value": float(f"{value:.4g}")}).encode()
+    return fx.repack(sub, name, quote_own_run)
 
 
 @pytest.fixture(scope="module")
@@ -339,7 +347,7 @@ def test_a_fix_masked_outside_the_break_is_not_run(attacked):
     g = attacked["grades"]["masked"]
     p = points(g)
     assert g["fix_verdict"]["kind"] == "out_of_scope" and g["reruns"]["fixed"] is None
-    assert any("trainer.py" in n for n in g["notes"]) and "not run" in g["fix_verdict"]["reasons"][0]
+    assert any("config.py" in n for n in g["notes"]) and "not run" in g["fix_verdict"]["reasons"][0]
     assert g["groups"]["fix"]["points"] == 0 and p["fixed_metrics"] == p["fixed_checkpoint"] == 0
     assert g["score"] <= 100 - 20 - 18
 
