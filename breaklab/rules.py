@@ -365,8 +365,8 @@ TEST_BELOW_TRAIN_ACC = 0.05
 
 # A resume that drops the optimizer's state (momentum buffers, learning rate) makes the first step
 # after it tiny. Measured at every epoch boundary: the update ratio of an epoch's first step over
-# the step before it is 0.035-0.039 for resume_without_optimizer_state; fixed runs 0.88-0.95
-# (2 and 3 epochs). 0.2 sits near their geometric middle (0.18), 5x from the one, 4.5x from the other.
+# the step before it is 0.035-0.039 for resume_without_optimizer_state; fixed runs 0.90-0.92
+# (2 epochs), and 0.88-0.95 at both boundaries of 3-epoch fixed runs of another bug. 0.2 sits near their geometric middle (0.18), 5x from the one, 4.5x from the other.
 RESUME_UPDATE_DROP = 0.2
 
 
