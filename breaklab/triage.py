@@ -216,7 +216,10 @@ def _loss_formulas(logits: torch.Tensor, y: torch.Tensor, micro_batches: int) ->
 # ============================================================================
 
 class Triage:
-    def __init__(self, setup: TriageSetup, out_dir: Path | None = None, echo: Callable[[str], None] = print):
+    def __init__(self, setup: TriageSetup, out_dir: Path | None = None, echo: Callable[[str], None] = print,
+                 data=None):
+        """`data`: the dataset of setup.data, when the caller has loaded it already (many triages
+        in one process); otherwise it is loaded here."""
         from breaklab.breaks import get_break
         from breaklab.canonical_setup import configure_determinism, load_dataset, minibatches
 
@@ -225,7 +228,7 @@ class Triage:
         self.echo = echo
         configure_determinism(setup.threads)
         self.brk = get_break(setup.break_name, seed=setup.seed)
-        self.data = load_dataset(setup.data, setup.data_dir, False, "cpu")
+        self.data = data if data is not None else load_dataset(setup.data, setup.data_dir, False, "cpu")
         # The examples the code trains and tests on (its data hooks), as trainer.py's loop takes them.
         self.x_train, self.y_train = self.brk.training_data(self.data)
         self.x_test, self.y_test = self.brk.test_data(self.data)
