@@ -191,24 +191,35 @@ def _all_finite(tensors) -> bool:
 
 def _loss_formulas(logits: torch.Tensor, y: torch.Tensor, micro_batches: int) -> dict[str, tuple[float, str | None]]:
     """Losses a training step might compute from these logits and labels, by hand in float32, each
-    with the fault it means (None: the intended loss, or a form that is not a fault by itself)."""
+    with the fault it means (None: the intended loss, or a form that is not a fault by itself).
+    LOSS_FORMS says what each short name computes."""
     z = logits.detach().float()
     n, classes = z.shape
     rows = torch.arange(n)
     log_p = F.log_softmax(z, dim=1)
     forms = {
-        "mean cross-entropy, -log softmax(logits)[label] averaged": (-log_p[rows, y].mean(), None),
-        "cross-entropy summed over the batch": (-log_p[rows, y].sum(), "loss_sum"),
-        "cross-entropy of softmax(logits), softmax applied twice": (F.cross_entropy(z.softmax(1), y), "double_softmax"),
-        "negative log-likelihood of the raw logits, -logits[label] averaged": (-z[rows, y].mean(), "nll_on_logits"),
-        "mean squared error between the logits and one-hot labels": (F.mse_loss(z, F.one_hot(y, classes).float()), "mse_onehot"),
-        "cross-entropy with the softmax over the batch (dim 0)": (-F.log_softmax(z, dim=0)[rows, y].mean(), "softmax_over_batch"),
-        "cross-entropy over every (example, label) pair, -log_p[:, y] averaged": (-log_p[:, y].mean(), "loss_all_pairs"),
+        "mean cross-entropy": (-log_p[rows, y].mean(), None),
+        "summed cross-entropy": (-log_p[rows, y].sum(), "loss_sum"),
+        "cross-entropy of softmax": (F.cross_entropy(z.softmax(1), y), "double_softmax"),
+        "NLL of raw logits": (-z[rows, y].mean(), "nll_on_logits"),
+        "MSE to one-hot": (F.mse_loss(z, F.one_hot(y, classes).float()), "mse_onehot"),
+        "softmax over the batch": (-F.log_softmax(z, dim=0)[rows, y].mean(), "softmax_over_batch"),
+        "all (example, label) pairs": (-log_p[:, y].mean(), "loss_all_pairs"),
     }
     if micro_batches > 1:
-        forms[f"mean cross-entropy x {micro_batches} micro-batches (each part's mean added up, not divided)"] = (
-            -log_p[rows, y].mean() * micro_batches, None)
+        forms[f"mean cross-entropy x {micro_batches}"] = (-log_p[rows, y].mean() * micro_batches, None)
     return {name: (float(v), cause) for name, (v, cause) in forms.items()}
+
+
+LOSS_FORMS = {
+    "mean cross-entropy": "mean cross-entropy, -log softmax(logits)[label] averaged",
+    "summed cross-entropy": "cross-entropy summed over the batch, not averaged",
+    "cross-entropy of softmax": "cross-entropy of softmax(logits): softmax applied twice",
+    "NLL of raw logits": "negative log-likelihood of the raw logits, -logits[label] averaged (no log-softmax)",
+    "MSE to one-hot": "mean squared error between the logits and one-hot labels",
+    "softmax over the batch": "cross-entropy with the softmax taken over the batch (dim 0), not the classes",
+    "all (example, label) pairs": "cross-entropy averaged over every (example, label) pair, log_p[:, y] of shape (N, N)",
+}
 
 
 # ============================================================================
@@ -401,7 +412,8 @@ class Triage:
         intended = next(iter(forms))
         best = intended if gap[intended] <= tol else min(gap, key=gap.get)
         saw.append(f"with the output layer scaled so the logits spread (std {LOSS_PROBE_LOGIT_STD:g}): the code's "
-                   f"loss {_fmt_loss(code_loss)}; by hand: " + "; ".join(f"{name} {v:.4g}" for name, (v, _) in forms.items()))
+                   f"loss {_fmt_loss(code_loss)}")
+        saw.append("by hand from its logits: " + ", ".join(f"{name} {v:.4g}" for name, (v, _) in forms.items()))
         cause = None
         if not math.isfinite(code_loss):
             means = "the code's loss is non-finite on ordinary logits: rules in the objective or numerics"
@@ -411,12 +423,13 @@ class Triage:
         elif best == intended:
             means = "the code's loss is the mean cross-entropy on logits: rules out the objective"
         elif forms[best][1] is None:
-            means = (f"the code's loss is the {best}: its gradients are {code.training.micro_batches}x the batch "
+            means = (f"the code's loss is the {best} micro-batches (each part's mean added up, not divided): "
+                     f"its gradients are {code.training.micro_batches}x the batch "
                      f"mean's, as a {code.training.micro_batches}x learning rate would make them; whether that is "
                      f"too large for the requested rate is step 8's (learning-rate sweep) to measure")
         else:
-            means = (f"the code's loss equals the {best}, not the mean cross-entropy. Cause established: "
-                     f"{FAULT_WORDS[forms[best][1]]} (objective)")
+            means = (f"the code's loss equals the {LOSS_FORMS[best]}, not the mean cross-entropy. Cause established: "
+                     f"{FAULT_WORDS[forms[best][1]]}")
             cause = forms[best][1]
         return StepResult(4, "the loss by hand", f"one batch of {bs} through a fresh model; the code's loss vs "
                           f"the losses computed by hand from its logits", saw, means, cause=cause)
@@ -888,12 +901,12 @@ class Triage:
 
 # What each fault the steps can establish is, in a few words (the steps' "Cause established" lines).
 FAULT_WORDS = {
-    "loss_sum": "summed loss",
-    "double_softmax": "double softmax",
-    "nll_on_logits": "NLL on raw logits (no log-softmax)",
-    "mse_onehot": "mean squared error on logits in place of cross-entropy",
-    "softmax_over_batch": "softmax over the batch dimension",
-    "loss_all_pairs": "cross-entropy averaged over every (example, label) pair, an (N, N) indexing",
+    "loss_sum": "summed loss (objective)",
+    "double_softmax": "double softmax (objective)",
+    "nll_on_logits": "NLL on raw logits, no log-softmax (objective)",
+    "mse_onehot": "mean squared error on logits in place of cross-entropy (objective)",
+    "softmax_over_batch": "softmax over the batch dimension (shapes)",
+    "loss_all_pairs": "labels indexed as log_p[:, y], an (N, N) matrix averaged (shapes)",
 }
 
 
