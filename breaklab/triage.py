@@ -312,9 +312,17 @@ class Triage:
                f"test inputs found among the training inputs (exactly equal): {shared} of {len(xt)}"]
         cause = None
         if bad.any():
-            means = (f"{int(bad.sum())} training inputs hold non-finite values: any batch that holds one gives a "
-                     f"non-finite loss, and its update spreads NaN into every weight. Cause established: "
-                     f"non-finite training inputs (data)")
+            first_bad = int(bad.nonzero()[0])
+            idx = torch.cat([torch.tensor([first_bad]), self.fixed[self.fixed != first_bad]])[:self.setup.batch_size]
+            code = CodeUnderTest(self.setup, self.brk)
+            loss = float(code.gradients(self.x_train[idx], self.y_train[idx], 0).loss.detach())
+            grads_finite = _all_finite(p.grad for p in code.model.parameters())
+            saw.append(f"one batch holding training example {first_bad}: the code's loss {_fmt_loss(loss)}, "
+                       f"gradients {'finite' if grads_finite else 'non-finite'}")
+            means = (f"{int(bad.sum())} training inputs hold non-finite values, and a batch that holds one gives a "
+                     f"{'non-finite loss' if not math.isfinite(loss) else 'loss'} and "
+                     f"{'non-finite' if not grads_finite else 'finite'} gradients for every step that draws it. "
+                     f"Cause established: non-finite training inputs (data)")
             cause = "nan_inputs"
         elif shared > 0.005 * len(xt):
             means = (f"{100 * shared / len(xt):.0f}% of the test examples are also training examples: the test "
