@@ -128,13 +128,15 @@ class CodeUnderTest:
                 "hidden": result.hidden.detach().float(), "y_used": result.targets, "update": float(delta),
                 "grad_norm": float(gnorm), "weights": float(torch.stack([b.norm() for b in before]).norm())}
 
-    def gradients(self, x: torch.Tensor, y: torch.Tensor, step: int, *, amp: bool | None = None):
+    def gradients(self, x: torch.Tensor, y: torch.Tensor, step: int, *, amp: bool | None = None,
+                  scale: float | None = None):
         """The step's gradients at the current weights, left in .grad, without updating: the real
         train_step stopped before the optimizer. `amp` runs it with autocast on or off; the loss
-        scale is the code's own."""
+        scale is the code's own, or `scale` where the code scales the loss at all."""
         from breaklab.trainer import train_step
 
-        scale = self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
+        if scale is None:
+            scale = self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
         use_amp = self.amp if amp is None else amp
         scaler = torch.amp.GradScaler("cpu", init_scale=scale, enabled=self.scaler.is_enabled() and use_amp)
         training = dataclasses.replace(self.training, amp=use_amp, scaler=scaler)
@@ -418,7 +420,7 @@ class Triage:
         tol = 2e-2 if code.amp else 1e-3
         gap = {name: abs(code_loss - v) / max(1.0, abs(v)) for name, (v, _) in forms.items()}
         intended = next(iter(forms))
-        best = intended if gap[intended] <= tol else min(gap, key=gap.get)
+        best = min(gap, key=gap.get)  # the closest formula (the intended one first among equals)
         saw.append(f"with the output layer scaled so the logits spread (std {LOSS_PROBE_LOGIT_STD:g}): the code's "
                    f"loss {_fmt_loss(code_loss)}")
         saw.append("by hand from its logits: " + ", ".join(f"{name} {v:.4g}" for name, (v, _) in forms.items()))
@@ -535,10 +537,10 @@ class Triage:
         x, y = self.x_train[self.fixed], self.y_train[self.fixed]
         params = list(probe.model.parameters())
 
-        def run(amp: bool, labels: torch.Tensor) -> tuple[float, bool, float]:
+        def run(amp: bool, labels: torch.Tensor, scale: float | None = None) -> tuple[float, bool, float]:
             """The code's loss, whether all gradients are finite, and their norm (after the code's
             unscale-and-clip), without updating."""
-            r = probe.gradients(x, labels, 0, amp=amp)
+            r = probe.gradients(x, labels, 0, amp=amp, scale=scale)
             grads = [p.grad for p in params]
             finite = _all_finite(grads)
             norm = float(torch.stack([g.float().norm() for g in grads if g is not None]).norm()) if finite else math.nan
@@ -561,9 +563,14 @@ class Triage:
             probe.model.train()
             confident_labels = probe.model(x).argmax(1)
         confident16, confident32 = run(True, confident_labels), run(False, confident_labels)
+        # Gradients that overflow only because the loss is scaled up come back finite at scale 1
+        # (the GradScaler lowers its scale for them); a 0/0 stays NaN at any scale.
+        unscaled16 = run(True, confident_labels, scale=1.0)
+        finite = lambda ok: "finite" if ok else "NON-FINITE"  # noqa: E731
         saw.append(f"a confident, correct model (logit std {CONFIDENT_LOGIT_STD:g}, labels = its predictions): "
-                   f"loss {_fmt_loss(confident16[0])}, gradients {'finite' if confident16[1] else 'NON-FINITE'} in "
-                   f"float16; loss {_fmt_loss(confident32[0])}, gradients {'finite' if confident32[1] else 'NON-FINITE'} in float32")
+                   f"loss {_fmt_loss(confident16[0])}, gradients {finite(confident16[1])} in float16 "
+                   f"({finite(unscaled16[1])} at loss scale 1); loss {_fmt_loss(confident32[0])}, gradients "
+                   f"{finite(confident32[1])} in float32")
         clip = probe.training.clip_grad
         saw.append(f"a fresh model: gradient norm the optimizer gets {plain16[2]:.3g} in float16 (loss scale "
                    f"{scale:g}), {plain32[2]:.3g} in float32" + (f"; clipping at {clip:g}" if clip else ""))
@@ -572,7 +579,7 @@ class Triage:
                      "code's loss turns non-finite in float16 while float32 holds it (exp of a logit above 11.1 "
                      "passes float16's range). Cause established: a loss that overflows float16 (numerics)")
             cause = "fp16_overflow"
-        elif math.isfinite(confident16[0]) and not confident16[1] and confident32[1]:
+        elif math.isfinite(confident16[0]) and not confident16[1] and not unscaled16[1] and confident32[1]:
             means = ("the loss is finite but its gradients are not in float16 while float32 keeps them: the "
                      "smallest probabilities underflow to 0 in float16 and their log's gradient is 0/0. "
                      "Cause established: log of a float16 softmax (numerics)")
