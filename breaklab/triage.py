@@ -506,14 +506,17 @@ class Triage:
 
         diff = norm([a - b for a, b in zip(g_code, g_fresh)]) / max(norm(g_fresh), 1e-12)
         resid = norm([a - b - c for a, b, c in zip(g_code, g_fresh, g1)]) / max(norm(g_code), 1e-12)
+        stale = self._gradients_left_from_before()
         saw = [("every parameter got a non-zero gradient" if not missing else
                 f"no gradient for: {', '.join(missing)}") + f"; the step moved the weights by "
                f"{100 * r2['update'] / max(r2['weights'], 1e-12):.2f}% of their norm",
                f"step 2's gradient vs a fresh backward pass at the same weights: differs by {100 * diff:.0f}%"
-               + (f"; it equals fresh + step 1's gradient to {100 * resid:.1f}%" if diff > 0.1 else "")]
+               + (f"; it equals fresh + step 1's gradient to {100 * resid:.1f}%" if diff > 0.1 else ""),
+               "a step that starts with NaN in every .grad: NaN left in the gradients of "
+               + (", ".join(stale) if stale else "no parameter")]
         cause = None
-        if diff > 0.1 and resid < 0.05:
-            means = ("the gradient of each step is added to the previous ones: .grad is never cleared. "
+        if (diff > 0.1 and resid < 0.05) or stale:
+            means = ("the gradient of each step is added to what .grad already holds: .grad is never cleared. "
                      "Cause established: missing zero_grad (optimization step)")
             cause = "missing_zero_grad"
         elif missing or r2["update"] == 0:
@@ -527,6 +530,21 @@ class Triage:
                           "learning rate (step 8 measures it)")
         return StepResult(6, "gradients and parameter updates", "two training steps on one batch; the gradient "
                           "of step 2 compared with a fresh backward pass", saw, means, cause=cause)
+
+    def _gradients_left_from_before(self) -> list[str]:
+        """The parameters whose gradient after the code's step still holds what .grad held before
+        it: every trainable parameter starts the step with NaN in .grad (a step that clears .grad
+        first ends with finite gradients)."""
+        from breaklab.trainer import train_step
+
+        probe = CodeUnderTest(self.setup, self.brk, dropout=0.0)
+        for p in probe.model.parameters():
+            if p.requires_grad:
+                p.grad = torch.full_like(p, float("nan"))
+        x, y = self.batch(0)
+        train_step(probe.training, x, y, 0, update=False)
+        return [n for n, p in probe.model.named_parameters()
+                if p.requires_grad and p.grad is not None and bool(torch.isnan(p.grad).any())]
 
     # -- 7 -------------------------------------------------------------------------------
     def float16_against_float32(self) -> StepResult:
