@@ -420,7 +420,10 @@ class Triage:
         tol = 2e-2 if code.amp else 1e-3
         gap = {name: abs(code_loss - v) / max(1.0, abs(v)) for name, (v, _) in forms.items()}
         intended = next(iter(forms))
-        best = min(gap, key=gap.get)  # the closest formula (the intended one first among equals)
+        # The closest formula; the intended one where it is within the tolerance and no other is
+        # ten times closer (logits without spread, as a zero output layer gives, tie several).
+        closest = min(gap, key=gap.get)
+        best = intended if gap[intended] <= tol and gap[intended] <= 10 * gap[closest] + 1e-6 else closest
         saw.append(f"with the output layer scaled so the logits spread (std {LOSS_PROBE_LOGIT_STD:g}): the code's "
                    f"loss {_fmt_loss(code_loss)}")
         saw.append("by hand from its logits: " + ", ".join(f"{name} {v:.4g}" for name, (v, _) in forms.items()))
@@ -533,18 +536,21 @@ class Triage:
 
     def _gradients_left_from_before(self) -> list[str]:
         """The parameters whose gradient after the code's step still holds what .grad held before
-        it: every trainable parameter starts the step with NaN in .grad (a step that clears .grad
-        first ends with finite gradients)."""
+        it: the step runs once from empty .grad and once with NaN in every trainable parameter's
+        .grad; a parameter whose gradient is finite from the first and NaN from the second kept
+        the NaN (a step that clears .grad first gives the same gradients both times)."""
         from breaklab.trainer import train_step
 
-        probe = CodeUnderTest(self.setup, self.brk, dropout=0.0)
-        for p in probe.model.parameters():
-            if p.requires_grad:
-                p.grad = torch.full_like(p, float("nan"))
         x, y = self.batch(0)
-        train_step(probe.training, x, y, 0, update=False)
-        return [n for n, p in probe.model.named_parameters()
-                if p.requires_grad and p.grad is not None and bool(torch.isnan(p.grad).any())]
+        nan_after: list[set[str]] = []
+        for fill in (False, True):
+            probe = CodeUnderTest(self.setup, self.brk, dropout=0.0)
+            for p in probe.model.parameters():
+                p.grad = torch.full_like(p, float("nan")) if fill and p.requires_grad else None
+            train_step(probe.training, x, y, 0, update=False)
+            nan_after.append({n for n, p in probe.model.named_parameters()
+                              if p.grad is not None and bool(torch.isnan(p.grad).any())})
+        return [n for n, _ in probe.model.named_parameters() if n in nan_after[1] - nan_after[0]]
 
     # -- 7 -------------------------------------------------------------------------------
     def float16_against_float32(self) -> StepResult:
