@@ -31,7 +31,7 @@ def triage(run: Path | None, seed, break_name, batch_size, lr, amp, out_dir, spo
     Each step prints what it ran, what it saw, what that rules in or out, and its time; the
     procedure stops at the first step that establishes the cause. Give RUN (a run folder or
     tarball) to reuse its configuration, or --break/--seed to triage a fresh configuration.
-    Mystery code needs --spoil. A whole triage takes 5-9 s of CPU time, 2.6-2.8 s of it importing
+    Mystery code needs --spoil. A whole triage takes 5-10 s of CPU time, 2.6-2.8 s of it importing
     torch (measured on a 2-core x86-64; on a busy machine the wall time is several times that).
 
     \b
