@@ -52,3 +52,79 @@ REMEDIES: dict[str, Remedy] = {
 
 def remedy(fault: str) -> Remedy:
     return REMEDIES.get(fault, REMEDIES["unknown"])
+
+
+# The faults `breaklab triage` establishes beyond the ones above, each with the experiment that
+# shows it and the change that removes it. An entry above for the same fault takes precedence.
+_TRIAGE_REMEDIES: dict[str, Remedy] = {
+    "nan_inputs": Remedy(
+        "count the training inputs with a non-finite value: int((~torch.isfinite(x_train)).any(dim=1).sum())",
+        "clean or drop the examples with NaN or inf values before training (and assert torch.isfinite(x).all())"),
+    "test_leak": Remedy(
+        "count the test examples that are also in the training inputs (exact row matches), and compare the "
+        "training set's size with the training split's",
+        "train on the training split only; keep the test split for evaluation"),
+    "raw_test_inputs": Remedy(
+        "print the mean and std of the training inputs and of the test inputs as the code feeds them",
+        "preprocess the test inputs exactly as the training inputs (the same normalisation)"),
+    "no_shuffle": Remedy(
+        "count the classes in each of the first batches the loop draws: one class per batch means sorted data",
+        "draw a new random order of the training examples every epoch"),
+    "label_shift": Remedy(
+        "print the labels the loss sees next to the dataset's labels for the same images",
+        "feed the loss each image's own label, unchanged"),
+    "nll_on_logits": Remedy(
+        "compare the code's loss with -logits[range(N), y].mean() and with F.cross_entropy(logits, y)",
+        "use F.cross_entropy(logits, y), or F.nll_loss(F.log_softmax(logits, dim=1), y)"),
+    "mse_onehot": Remedy(
+        "compare the code's loss with F.mse_loss(logits, one_hot(y)) and with F.cross_entropy(logits, y)",
+        "train the classifier with F.cross_entropy(logits, y)"),
+    "softmax_over_batch": Remedy(
+        "compare the code's loss with the cross-entropy using log_softmax over dim 0 and over dim 1",
+        "take the softmax over the classes: log_softmax(logits, dim=1) (or F.cross_entropy)"),
+    "loss_all_pairs": Remedy(
+        "print the shape of the tensor the code averages into the loss: (N, N) instead of (N,)",
+        "pick each example's own label: log_probs[torch.arange(N), y] (or F.cross_entropy)"),
+    "zero_init": Remedy(
+        "print (p == 0).all() for every weight matrix right after the model is built",
+        "keep a random initialisation (He/Kaiming for ReLU layers); zero only the biases"),
+    "frozen_layer": Remedy(
+        "print [n for n, p in model.named_parameters() if not p.requires_grad]",
+        "leave requires_grad on for every layer that should learn"),
+    "layer_not_in_optimizer": Remedy(
+        "compare the model's parameters with those in optimizer.param_groups",
+        "give the optimizer all the parameters: torch.optim.SGD(model.parameters(), ...)"),
+    "fp16_overflow": Remedy(
+        "add a constant to every logit (a cross-entropy does not change) and compute the code's loss in float16 "
+        "and float32",
+        "use F.cross_entropy (it computes log-sum-exp stably, in float32 under autocast)"),
+    "log_of_softmax_amp": Remedy(
+        "compute the gradients of a confident model in float16 and in float32, and check them for NaN",
+        "use F.cross_entropy or F.log_softmax instead of torch.log(F.softmax(...))"),
+    "clip_before_unscale": Remedy(
+        "print the gradient norm the optimizer gets: clip norm / loss scale means it was clipped while scaled",
+        "call scaler.unscale_(optimizer) before clip_grad_norm_"),
+    "tiny_lr": Remedy(
+        "print optimizer.param_groups[0]['lr'] and compare one update with lr x gradient",
+        "give the optimizer the learning rate you asked for"),
+    "scheduler_not_stepped": Remedy(
+        "print optimizer.param_groups[0]['lr'] over the first steps: does it follow the schedule?",
+        "call scheduler.step() after every optimizer.step() (per step for a per-step schedule)"),
+    "acc_broadcast": Remedy(
+        "print the shapes of the predictions and the labels before comparing them",
+        "compare predictions of shape (N,) with the labels: argmax(dim=1) without keepdim"),
+    "eval_with_grad": Remedy(
+        "check torch.is_grad_enabled() inside the test pass, or count the bytes autograd saves there",
+        "run the evaluation under torch.no_grad() (or torch.inference_mode())"),
+    "loss_kept": Remedy(
+        "check whether the running total is a tensor with a grad_fn after a few steps",
+        "add loss.item() (a number) to the running total, not the loss tensor"),
+    "resume_without_optimizer_state": Remedy(
+        "after resuming, compare optimizer.state_dict() with the checkpoint's (momentum buffers, lr)",
+        "save optimizer.state_dict() in the checkpoint and load it on resume"),
+    "resume_without_rng_state": Remedy(
+        "after resuming, compare torch.get_rng_state() with the checkpoint's saved RNG state",
+        "save every RNG's state in the checkpoint and restore it on resume"),
+}
+for _fault, _remedy in _TRIAGE_REMEDIES.items():
+    REMEDIES.setdefault(_fault, _remedy)

@@ -316,3 +316,147 @@ def sightings(records: Records, names=None) -> dict[str, Sighting]:
         if (sighting := rule(steps if kind == "steps" else epochs)) is not None:
             seen[name] = sighting
     return seen
+
+
+# =============================================================================================
+# Recovery rules: symptoms the grader's recovery check reads
+# =============================================================================================
+# The rules above are the summary's and the doctor's. The rules below are read only by the
+# grader's recovery check (grader/recovery.py; solutions/<bug>/rubric.json names them under
+# `symptom_checks`): each reads the symptom of a bug whose broken run no rule above sees. They
+# follow the same contract (records in, a Sighting or None out, never a break's name).
+#
+# Measured on the broken and the reference-fixed run (fix.patch applied) of seeds 0 and 1, one
+# epoch (two for the resume bug, one and three for the test-input bug); solutions/MEASUREMENTS.md
+# has the table. Every rule fires on every broken run there and on no fixed run.
+
+# A cross-entropy is never negative; a loss that goes below 0 is not one. Measured: nll_on_logits
+# below 0 at 62 of 63 steps (to -4e4); fixed runs never (lowest 0.16).
+NEGATIVE_LOSS = 0.0
+
+# A 10-class classifier's cross-entropy starts near ln 10 = 2.30. Measured: mse_onehot starts at
+# 0.12 (seeds 0, 1); fixed runs at 2.29-2.30. A quarter of ln 10 (0.58) is 4.8x above the one and
+# 4x below the other.
+INITIAL_LOSS_FLOOR = 0.25 * LN10
+
+# The loop keeps earlier steps' autograd graphs alive (a running total of loss tensors). Measured:
+# loss_kept up to 62 graphs at once; fixed runs 0 at every step (an exact count, not a sample).
+EARLIER_GRAPHS_ALLOWED = 0
+
+# Autograd saved tensors during the test pass (evaluation without no_grad). Measured:
+# eval_with_grad 6,309,316 bytes per test pass; fixed runs 0 (an exact count).
+TEST_PASS_AUTOGRAD_BYTES_ALLOWED = 0
+
+# The GradScaler skips a step when a gradient is inf or NaN; a sound AMP run skips a few at most.
+# Measured: log_of_softmax_amp skips 49-50 of 63 steps (78-79%); fixed runs 0 of 63.
+SKIPPED_STEP_SHARE = 0.5
+
+# A schedule that moves (warmup, decay) changes the learning rate at nearly every step. Measured:
+# scheduler_not_stepped logs one value over all 63 steps; fixed runs 62 distinct values in 63.
+LR_CONSTANT_MIN_STEPS = 20
+
+# Test inputs preprocessed unlike the training inputs: the test pass does worse than training on
+# both loss and accuracy. Measured (last epoch): raw_test_inputs test loss above train loss and
+# test accuracy 0.064-0.125 below train accuracy after 1 epoch, 0.150-0.303 after 3; fixed runs:
+# test loss below train loss after 1 epoch (ratio 0.39-0.46), and after 3 epochs test loss above
+# (1.9-2.3x) but test accuracy only 0.019-0.035 below train accuracy. The margin of 0.05 is thin
+# on both sides (1.3x below the smallest broken gap, 1.4x above the largest fixed one).
+TEST_BELOW_TRAIN_ACC = 0.05
+
+# A resume that drops the optimizer's state (momentum buffers, learning rate) makes the first step
+# after it tiny. Measured at every epoch boundary: the update ratio of an epoch's first step over
+# the step before it is 0.035-0.039 for resume_without_optimizer_state; fixed runs 0.90-0.92
+# (2 epochs), and 0.88-0.95 at both boundaries of 3-epoch fixed runs of another bug. 0.2 sits near their geometric middle (0.18), 5x from the one, 4.5x from the other.
+RESUME_UPDATE_DROP = 0.2
+
+
+def loss_negative(steps: Records) -> Sighting | None:
+    """Some step's loss is below 0: the objective is not a cross-entropy (e.g. NLL on logits)."""
+    below = [r for r in steps if r.get("loss") is not None and r["loss"] < NEGATIVE_LOSS]
+    if not below:
+        return None
+    lowest = min(below, key=lambda r: r["loss"])
+    return {"step": below[0]["step"], "steps": len(below), "lowest": lowest["loss"], "lowest_step": lowest["step"]}
+
+
+def initial_loss_far_below_ln10(steps: Records) -> Sighting | None:
+    """The first loss is far below ln 10: not the cross-entropy of an untrained 10-class model."""
+    loss0 = steps[0].get("loss") if steps else None
+    if loss0 is None or loss0 >= INITIAL_LOSS_FLOOR:
+        return None
+    return {"loss0": loss0, "floor": INITIAL_LOSS_FLOOR}
+
+
+def earlier_graphs_alive(steps: Records) -> Sighting | None:
+    """Some step still held the autograd graphs of earlier steps (loss tensors kept)."""
+    counts = [(r.get("loss_graphs_alive") or 0, r["step"]) for r in steps]
+    most, at = max(counts, default=(0, None))
+    if most <= EARLIER_GRAPHS_ALLOWED:
+        return None
+    return {"most": most, "step": at}
+
+
+def test_pass_records_graph(epochs: Records) -> Sighting | None:
+    """Autograd saved tensors during a test pass: evaluation ran with gradients recorded."""
+    saved = [(e.get("test_autograd_bytes") or 0, e.get("epoch")) for e in epochs]
+    most, at = max(saved, default=(0, None))
+    if most <= TEST_PASS_AUTOGRAD_BYTES_ALLOWED:
+        return None
+    return {"bytes": most, "epoch": at}
+
+
+def most_steps_skipped(steps: Records) -> Sighting | None:
+    """The GradScaler skipped more than SKIPPED_STEP_SHARE of the steps (inf/NaN gradients)."""
+    if not steps:
+        return None
+    skipped = sum(bool(r.get("step_skipped")) for r in steps)
+    if skipped <= SKIPPED_STEP_SHARE * len(steps):
+        return None
+    return {"skipped": skipped, "steps": len(steps)}
+
+
+def lr_never_changes(steps: Records) -> Sighting | None:
+    """The logged learning rate is the same at every step: the schedule never moved."""
+    lrs = [r.get("lr") for r in steps]
+    if len(lrs) < LR_CONSTANT_MIN_STEPS or None in lrs or len(set(lrs)) != 1:
+        return None
+    return {"lr": lrs[0], "steps": len(lrs)}
+
+
+def test_worse_than_train(epochs: Records) -> Sighting | None:
+    """At the last epoch the test loss is above the training loss and the test accuracy is more
+    than TEST_BELOW_TRAIN_ACC below the training accuracy."""
+    last = epochs[-1] if epochs else {}
+    values = [last.get(k) for k in ("test_loss", "train_loss", "test_acc", "train_acc")]
+    if None in values:
+        return None
+    test_loss, train_loss, test_acc, train_acc = values
+    if test_loss <= train_loss or train_acc - test_acc <= TEST_BELOW_TRAIN_ACC:
+        return None
+    return {"test_loss": test_loss, "train_loss": train_loss, "test_acc": test_acc, "train_acc": train_acc,
+            "epoch": last.get("epoch")}
+
+
+def update_collapses_at_epoch_start(steps: Records) -> Sighting | None:
+    """At some epoch's first step the update is less than RESUME_UPDATE_DROP x the step before
+    (where a resumed run starts: an optimizer without its saved state)."""
+    for before, first in zip(steps, steps[1:]):
+        if first.get("epoch") == before.get("epoch"):
+            continue
+        prev, now = before.get("update_ratio"), first.get("update_ratio")
+        if prev and now is not None and now < RESUME_UPDATE_DROP * prev:
+            return {"step": first["step"], "epoch": first["epoch"], "ratio": now / prev}
+    return None
+
+
+# The recovery rules by name, with the records each reads, as in RULES.
+RECOVERY_RULES: dict[str, tuple[str, Callable[[Records], Sighting | None]]] = {
+    "loss_negative": ("steps", loss_negative),
+    "initial_loss_far_below_ln10": ("steps", initial_loss_far_below_ln10),
+    "earlier_graphs_alive": ("steps", earlier_graphs_alive),
+    "test_pass_records_graph": ("epochs", test_pass_records_graph),
+    "most_steps_skipped": ("steps", most_steps_skipped),
+    "lr_never_changes": ("steps", lr_never_changes),
+    "test_worse_than_train": ("epochs", test_worse_than_train),
+    "update_collapses_at_epoch_start": ("steps", update_collapses_at_epoch_start),
+}

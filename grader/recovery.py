@@ -15,14 +15,22 @@ from typing import Any
 
 from breaklab import rules
 
-# The symptom checks a solution's rubric may name: the rule book's rules.
-SYMPTOM_CHECKS = rules.RULES
+# The symptom checks a solution's rubric may name: the rule book's rules, and its recovery rules
+# (the symptoms only the recovery check reads).
+SYMPTOM_CHECKS = {**rules.RULES, **rules.RECOVERY_RULES}
 
 
 def fired_checks(records: list[dict[str, Any]], names) -> list[str]:
-    """The named rules that still fire on a run."""
-    seen = rules.sightings(records, set(names))
-    return [name for name in names if name in seen]
+    """The named rules that still fire on a run (a name that is no rule is never fired)."""
+    steps, epochs = rules.step_records(records), rules.epoch_records(records)
+    fired = []
+    for name in names:
+        if name not in SYMPTOM_CHECKS:
+            continue
+        kind, rule = SYMPTOM_CHECKS[name]
+        if rule(steps if kind == "steps" else epochs) is not None:
+            fired.append(name)
+    return fired
 
 
 def final_test_acc(records: list[dict[str, Any]]) -> float | None:

@@ -18,8 +18,9 @@ from breaklab.metric_log import read_metrics
 from breaklab.submission import MAX_WORDS, parse_symptom_block, prose, sections_present, word_count
 from breaklab.breaks import BREAK_NAMES, CONTROL_NAMES, FAULT_NAMES, REGISTRY, Break
 from breaklab.grader import gitrepo
-from breaklab.grader.recovery import SYMPTOM_CHECKS, check_recovery
+from breaklab.grader.recovery import SYMPTOM_CHECKS, check_recovery, fired_checks
 from breaklab.grader.rubric import claim_criteria, function_spans, scope_criterion, size_criterion
+from breaklab import rules
 from breaklab.solutions import SOLUTIONS_DIR, fix_patch, names, rubric, writeup
 
 import submission_fixtures as fx
@@ -221,3 +222,49 @@ def test_reference_fix_restores_the_clean_run(train_run, name, tmp_path, monkeyp
     fixed, clean_run = train_run(f"{name}__fixed", **options), train_run("none", **reference)
     assert fixed.steps == clean_run.steps
     assert fixed.epochs == clean_run.epochs
+
+
+# ---------------------------------------------------------------------------------------------
+# The recovery rules (breaklab/rules.py, RECOVERY_RULES) the rubrics name fire on each broken run
+# of the evaluation seed (42; their thresholds were measured on seeds 0 and 1), and not on the
+# clean run of the same settings, which every reference fix reproduces record for record
+# (tests/test_breaks.py). The runs train in this process.
+# ---------------------------------------------------------------------------------------------
+
+# Each rubric that names a recovery rule, with the epochs its broken run needs to show it (the
+# resume bug restarts after epoch 1).
+RUBRICS_WITH_RECOVERY_RULES = {
+    name: 2 if name.startswith("resume_") else 1
+    for name in names() if set(rubric(name)["recovery"]["symptom_checks"]) & set(rules.RECOVERY_RULES)}
+
+
+def test_the_rubrics_name_the_recovery_rules():
+    assert set(RUBRICS_WITH_RECOVERY_RULES) == {
+        "raw_test_inputs", "nll_on_logits", "mse_onehot", "loss_kept", "eval_with_grad",
+        "log_of_softmax_amp", "scheduler_not_stepped", "resume_without_optimizer_state"}
+
+
+@pytest.fixture(scope="module")
+def train_records(tmp_path_factory):
+    """Train (in this process) and cache the records of one run per (break, epochs), seed 42."""
+    from breaklab.config import Config
+    from breaklab.trainer import train
+
+    cache: dict[tuple[str, int], list[dict]] = {}
+
+    def records(break_name: str, epochs: int) -> list[dict]:
+        if (break_name, epochs) not in cache:
+            out = tmp_path_factory.mktemp(f"{break_name}_{epochs}")
+            cache[break_name, epochs] = train(Config(seed=42, break_name=break_name, epochs=epochs,
+                                                     out=str(out), quiet=True))["records"]
+        return cache[break_name, epochs]
+    return records
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(RUBRICS_WITH_RECOVERY_RULES))
+def test_recovery_rules_fire_on_the_broken_run_and_not_on_the_clean_one(name, train_records):
+    epochs = RUBRICS_WITH_RECOVERY_RULES[name]
+    checks = rubric(name)["recovery"]["symptom_checks"]
+    assert fired_checks(train_records(name, epochs), checks) == checks
+    assert fired_checks(train_records("none", epochs), checks) == []

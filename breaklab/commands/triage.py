@@ -22,14 +22,16 @@ import click
 @click.option("--secret", metavar="TEXT", help="With --spoil: the secret the mystery run was made with "
               "[default: $BREAKLAB_SECRET, else this install's].")
 def triage(run: Path | None, seed, break_name, batch_size, lr, amp, out_dir, spoil, secret) -> None:
-    """Run the senior engineer's procedure on the training code: (1) overfit one batch, (2) data
-    and label sanity, (3) the loss by hand, (4) gradients and updates, (5) a learning-rate sweep,
-    (6) float32 instead of AMP, (7) per-layer statistics, (8) train/eval mode.
+    """Run the senior engineer's procedure on the training code: (1) overfit one batch, (2) the
+    inputs of both splits, (3) labels and batch order, (4) the loss by hand, (5) the parameters
+    and the optimizer, (6) gradients and updates, (7) float16 against float32, (8) a
+    learning-rate sweep, (9) the schedule, (10) per-layer statistics, (11) train/eval mode, (12)
+    the evaluation, (13) memory kept between steps, (14) checkpoint and resume.
 
     Each step prints what it ran, what it saw, what that rules in or out, and its time; the
     procedure stops at the first step that establishes the cause. Give RUN (a run folder or
     tarball) to reuse its configuration, or --break/--seed to triage a fresh configuration.
-    Mystery code needs --spoil. A whole triage takes 8-9 s of CPU time, 2.6-2.8 s of it importing
+    Mystery code needs --spoil. A whole triage takes 5-10 s of CPU time, 2.6-2.8 s of it importing
     torch (measured on a 2-core x86-64; on a busy machine the wall time is several times that).
 
     \b
