@@ -159,9 +159,14 @@ _NUMBER_FIELDS = ("lr", "loss", "grad_norm", "zero_grad_frac", "dead_unit_frac",
                   "logit_max", "logit_rowsum_mean", "update_ratio", "bn_running_mean_abs",
                   "bn_running_var_mean", "amp_scale", "train_loss", "train_acc", "test_loss", "test_acc")
 _INT_FIELDS = ("step", "epoch", "batch_size")
-_LAYER_FIELDS = ("grad_norm_by_layer", "grad_mean", "zero_grad_frac_by_layer")
-_FLAG_FIELDS = ("step_skipped", "loss_finite", "grads_finite")
-KNOWN_SCHEMA_VERSIONS = (1, 2)  # 2 added two memory figures; a version-1 run reads the same
+_NUMBER_FIELDS += ("grad_norm_pre_clip",)
+_LAYER_FIELDS = ("grad_norm_by_layer", "grad_mean", "zero_grad_frac_by_layer", "update_norm_by_layer")
+_FLAG_FIELDS = ("step_skipped", "loss_finite", "grads_finite", "grad_scaler_enabled")
+_TEXT_FIELDS = ("autocast_dtype",)
+# 2 added two memory figures, 3 the measured preconditions (autocast dtype, GradScaler state,
+# gradient norm before clipping, update per parameter); an older run reads the same, and a
+# detector that needs a field it lacks does not fire.
+KNOWN_SCHEMA_VERSIONS = (1, 2, 3)
 
 
 def _is_number(v: Any) -> bool:
@@ -201,6 +206,9 @@ def validate_records(records: list[dict[str, Any]], where: str) -> None:
         for key in _FLAG_FIELDS:
             if key in rec and not isinstance(rec[key], bool):
                 raise bad(key, "true or false")
+        for key in _TEXT_FIELDS:
+            if rec.get(key) is not None and not isinstance(rec[key], str):
+                raise bad(key, "a string or null")
 
 
 def _parse_metrics(text: str, where: str, warnings: list[str]) -> list[dict[str, Any]]:

@@ -251,6 +251,7 @@ def monitored_trainer_loop(out: Path, *, seed: int, epochs: int, amp: bool = Fal
                     logits = model(x)
                     loss = F.cross_entropy(logits, y)
                 scaler.scale(loss).backward()
+                mon.before_clip()   # the gradient norm before clipping, as trainer.py measures it
                 mon.before_step()   # unscales the gradients itself
                 scaler.step(optimizer)
                 scaler.update()
