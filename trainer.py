@@ -175,14 +175,18 @@ class StepOutput:
 
 def train_step(t: Training, x: torch.Tensor, y: torch.Tensor, step: int,
                before_update: Callable[[], None] | None = None, update: bool = True,
-               before_clip: Callable[[], None] | None = None) -> StepOutput:
+               before_clip: Callable[[], None] | None = None,
+               before_backward: Callable[[], None] | None = None) -> StepOutput:
     """One step of training on the batch (x, y). `before_update` runs once the gradients are the
     ones the optimizer will apply (unscaled and clipped), `before_clip` once backward is done,
-    before anything touches the gradients: measurements hook in there. With update=False the
-    step stops before the optimizer: the gradients are left in .grad."""
+    before anything touches the gradients, `before_backward` before the first backward pass:
+    measurements hook in there. With update=False the step stops before the optimizer: the
+    gradients are left in .grad."""
     t.brk.set_mode(t.model)                                  # BREAK HOOK: eval_mode, train_mode_not_restored
     y = t.brk.targets(y, step)                               # BREAK HOOK: label_permute, label_shift
     t.brk.zero_grad(t.optimizer)                             # BREAK HOOK: missing_zero_grad
+    if before_backward is not None:
+        before_backward()
 
     # The batch goes through in t.micro_batches parts whose gradients add up in .grad before the
     # one update (gradient accumulation). By default there is one part: the whole batch.
@@ -279,7 +283,7 @@ def train(cfg: Config, observer: Callable[[dict[str, Any]], list[str]] | None = 
                 break
             idx = idx.to(cfg.device)
             result = train_step(training, x_train[idx], y_train[idx], step, before_update=diag.before_step,
-                                before_clip=diag.before_clip)
+                                before_clip=diag.before_clip, before_backward=diag.before_backward)
             lr = scheduler.get_last_lr()[0]
             brk.scheduler_step(scheduler)     # BREAK HOOK: scheduler_not_stepped (the schedule moves per step)
 

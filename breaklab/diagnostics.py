@@ -35,7 +35,7 @@ MIN_ROW_WIDTH, WIDE_ROWS = 64, 1024
 
 # The raw values of a step, in the order they are synchronised, after the per-parameter sums.
 SCALARS = ("dead_rows", "weight_norm", "loss", "update_norm", "h_sum", "h_var", "h_dead", "out_sum",
-           "out_var", "out_min", "out_max", "pre_clip_norm")
+           "out_var", "out_min", "out_max", "pre_clip_norm", "carried_norm")
 
 
 def autocast_dtype(device_type: str) -> str | None:
@@ -115,6 +115,7 @@ class StepDiagnostics:
         self._bn_slots = self._values[bn_start:bn_start + 2 * k].view(2, k)  # sum |running mean|, sum running var
         self._update_by_param = self._values[bn_start + 2 * k:]  # ||delta theta|| per parameter
         self._pre_clip_measured = False  # before_clip() was called this step
+        self._carried_measured = False  # before_backward() was called this step
 
     # -- the groups of statistics, each a few batched kernels --------------------------------
     def gradient_magnitudes(self) -> torch.Tensor:
@@ -190,6 +191,20 @@ class StepDiagnostics:
 
     # -- the calls the training loop makes ---------------------------------------------------
     @torch.no_grad()
+    def before_backward(self) -> None:
+        """Optional, once per step, after the loop cleared the gradients and before backward:
+        the global norm of what .grad still holds (0 or no .grad at all in a loop that clears
+        them; the previous steps' gradients when it does not). Measured directly, it does not
+        depend on clipping, which caps the growth a missing zero_grad otherwise shows."""
+        grads = [p.grad for p in self.params if p.grad is not None]
+        slot = self._slot["carried_norm"]
+        if grads:
+            torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)), out=slot)
+        else:
+            slot.zero_()
+        self._carried_measured = True
+
+    @torch.no_grad()
     def before_clip(self) -> None:
         """Optional, once per step, after backward and before any gradient clipping (and before
         unscale_): the global gradient norm as the backward pass left it. record() divides it
@@ -224,14 +239,17 @@ class StepDiagnostics:
         self.batchnorm_stats()
         values = self._values.tolist()  # the one synchronisation of the step
         pre_clip, self._pre_clip_measured = self._pre_clip_measured, False
+        carried, self._carried_measured = self._carried_measured, False
         return self.record(values, scale=scale, step_skipped=step_skipped,
                            hidden_shape=None if hidden is None else hidden.shape,
                            output_shape=None if outputs is None else outputs.shape, classes_dim=classes_dim,
-                           pre_clip_measured=pre_clip, autocast=autocast, scaler_enabled=scaler_enabled)
+                           pre_clip_measured=pre_clip, carried_measured=carried, autocast=autocast,
+                           scaler_enabled=scaler_enabled)
 
     def record(self, values: list[float], *, scale: float, step_skipped: bool,
                hidden_shape: torch.Size | None, output_shape: torch.Size | None,
-               classes_dim: int = 1, pre_clip_measured: bool = False, autocast: str | None = None,
+               classes_dim: int = 1, pre_clip_measured: bool = False, carried_measured: bool = False,
+               autocast: str | None = None,
                scaler_enabled: bool = False) -> dict[str, Any]:
         """The step's metrics record (docs/METRICS.md order) from the synchronised raw values.
         JSON has no NaN or Infinity: a non-finite number is written as null (the *_finite flags
@@ -266,11 +284,13 @@ class StepDiagnostics:
             *first, *last,
             v["update_norm"] / max(v["weight_norm"], 1e-12),
             *bn, float(scale),
-            v["pre_clip_norm"] / float(scale) if pre_clip_measured and scale else nan])
+            v["pre_clip_norm"] / float(scale) if pre_clip_measured and scale else nan,
+            v["carried_norm"] if carried_measured else nan])
         return {
             "loss": scalars[0],
             "grad_norm": scalars[1],
             "grad_norm_pre_clip": scalars[16],
+            "grad_norm_carried": scalars[17],
             "grad_norm_by_layer": dict(zip(self.names, _finite(l2))),
             "grad_mean": dict(zip(self.names, _finite([a / m for a, m in zip(abs_sums, numel)]))),
             "zero_grad_frac": scalars[2],

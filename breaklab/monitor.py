@@ -5,6 +5,7 @@
     mon = Monitor(model, optimizer, out="runs/mine", scaler=scaler)   # scaler optional
     for x, y in loader:
         ...
+        mon.before_backward()          # optional, after zero_grad: what .grad still holds
         loss.backward()
         mon.before_clip()              # optional: the gradient norm before any clipping
         mon.before_step()              # gradients as the optimizer will see them
@@ -103,6 +104,15 @@ class Monitor:
         self._autocast_hook = model.register_forward_hook(self._keep_autocast)
 
     # -- the calls a training loop makes ------------------------------------------------------
+    def before_backward(self) -> None:
+        """Optional: call after optimizer.zero_grad() and before loss.backward(). It records what
+        .grad still holds then (grad_norm_carried: 0 when the loop clears the gradients; null in
+        the steps where it was not called)."""
+        self._check_open()
+        if self._diag is None:
+            self._start()
+        self._diag.before_backward()
+
     def before_clip(self) -> None:
         """Optional: call after loss.backward() and before clipping the gradients (and before
         scaler.unscale_). It records the gradient norm before clipping (grad_norm_pre_clip;

@@ -60,7 +60,7 @@ def test_metrics_schema_fields(run):
     for key in ("step", "epoch", "loss", "lr", "grad_mean", "grad_norm", "grad_norm_by_layer",
                 "zero_grad_frac", "act_first_mean", "act_first_var", "act_last_mean",
                 "act_last_var", "logit_min", "logit_max", "loss_finite", "grads_finite",
-                "loss_graphs_alive", "grad_norm_pre_clip", "update_norm_by_layer", "autocast_dtype",
+                "loss_graphs_alive", "grad_norm_pre_clip", "grad_norm_carried", "update_norm_by_layer", "autocast_dtype",
                 "grad_scaler_enabled"):
         assert key in step, key
     assert set(step["grad_mean"]) == {"fc1.weight", "fc1.bias", "bn1.weight", "bn1.bias",
@@ -73,6 +73,7 @@ def test_metrics_schema_fields(run):
     # float32 without a GradScaler, measured per step; no clipping: the norm before it is the same
     assert all(s["autocast_dtype"] is None and s["grad_scaler_enabled"] is False for s in run.steps)
     assert all(s["grad_norm_pre_clip"] == pytest.approx(s["grad_norm"], rel=1e-4) for s in run.steps)
+    assert all(s["grad_norm_carried"] == 0.0 for s in run.steps)  # zero_grad(set_to_none=True): nothing left
     # every step is present, in order
     assert [s["step"] for s in run.steps] == list(range(len(run.steps)))
 
