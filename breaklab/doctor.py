@@ -331,9 +331,9 @@ def detect_accumulating_gradients(steps: list[dict], epochs: list[dict], model: 
         return None
     norms = rules.pre_clip_norms(steps[:rules.GRAD_GROWTH_WINDOW])
     onset = next(r["step"] for r, n in zip(steps, norms) if n > 2 * seen["first"])
-    evidence = [f"global gradient norm (before clipping) rose in {seen['rises']} of the first {seen['of']} steps: "
+    evidence = [f"global gradient norm rose in {seen['rises']} of the first {seen['of']} steps: "
                 f"{seen['first']:.3g} at step 0 -> {seen['last']:.3g} at step {seen['last_step']} "
-                f"({seen['ratio']:.0f}x), growing like a running sum"]
+                f"({seen['ratio']:.0f}x, read before clipping), growing like a running sum"]
     if rise := symptoms.sentence("loss_rises_early", steps):
         evidence.append(rise)
     evidence.append(f"step 0 was a normal step (update {100 * first_update:.2f}% of the weights): the growth "
@@ -814,20 +814,6 @@ def detect_tiny_steps(steps: list[dict], epochs: list[dict], model: dict | None)
                     fix_detail=f" (it ran at up to {peak_lr:.3g})")
 
 
-def detect_constant_schedule(steps: list[dict], epochs: list[dict], model: dict | None) -> Finding | None:
-    """Optimization step. The logged learning rate is the same number at every one of at least
-    20 steps. A constant learning rate may be intended, so the score stays low (0.5): in this
-    catalogue it means the schedule was never stepped. Threshold: one distinct value. Measured:
-    the unstepped schedule logs one value at every step; every run whose schedule moves logs a
-    new value at nearly every step (62 values in 63 steps)."""
-    lrs = [r.get("lr") for r in steps]
-    if len(lrs) < 20 or None in lrs or len(set(lrs)) != 1:
-        return None
-    evidence = [f"the logged learning rate was {lrs[0]:.3g} at all {len(lrs)} steps: the schedule never moved "
-                f"(intended only if the run has no schedule)"]
-    return _finding("scheduler_not_stepped", "optimization step", 0.5, evidence, 0, "learning rate constant")
-
-
 def detect_lost_optimizer_state(steps: list[dict], epochs: list[dict], model: dict | None) -> Finding | None:
     """Checkpoint. At an epoch boundary the first step moves the weights by a small share of
     the step before (rules.RESUME_UPDATE_DROP) at the same logged learning rate: the optimizer
@@ -877,7 +863,7 @@ DETECTORS: list[Callable[[list[dict], list[dict], dict | None], Finding | None]]
     detect_evaluation_with_autograd, detect_nonfinite_inputs, detect_float16_overflow,
     detect_float16_nonfinite_gradients, detect_clipping_scaled_gradients, detect_impossible_accuracy,
     detect_test_labels_disagree, detect_test_inputs_differ, detect_negative_loss, detect_squared_error_scale,
-    detect_softmax_over_batch, detect_tiny_steps, detect_constant_schedule, detect_lost_optimizer_state,
+    detect_softmax_over_batch, detect_tiny_steps, detect_lost_optimizer_state,
     detect_one_class_batches,
 ]
 

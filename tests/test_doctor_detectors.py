@@ -255,12 +255,11 @@ def test_catalogue_signatures(name, change, epochs):
     assert d.verdict == name, (d.verdict, [h.name for h in d.hypotheses])
 
 
-def test_a_constant_learning_rate_is_named_without_confidence():
+def test_a_constant_learning_rate_alone_is_not_a_fault():
     steps = clean_steps()
-    for r in steps:
+    for r in steps:  # an unstepped schedule and a loop without one log the same
         r["lr"] = 0.01
-    d = verdict(steps)
-    assert d.verdict == "scheduler_not_stepped" and d.confidence < 0.7
+    assert verdict(steps).verdict == "healthy"
 
 
 def test_a_step_that_shrinks_at_an_epoch_boundary_is_a_lost_optimizer_state():
