@@ -271,16 +271,16 @@ def test_a_step_that_shrinks_at_an_epoch_boundary_is_a_lost_optimizer_state():
     assert d.verdict == "resume_without_optimizer_state", [h.name for h in d.hypotheses]
 
 
-def test_labels_without_signal_are_split_by_how_much_the_outputs_spread():
-    def stuck(spread):
+def test_labels_without_signal_are_split_by_the_gradient_that_reaches_the_first_layer():
+    def stuck(first_layer_share):
         steps = clean_steps()
         for r in steps:
-            r.update(loss=2.33 + 0.02 * (r["step"] % 3), logit_min=-spread / 2, logit_max=spread / 2)
+            r.update(loss=2.33 + 0.02 * (r["step"] % 3), logit_min=-1.0, logit_max=1.0)
+            r["grad_norm_by_layer"]["fc1.weight"] = first_layer_share * r["grad_norm_by_layer"]["fc2.weight"]
         return verdict(steps, [{**clean_epochs()[0], "train_acc": 0.1, "test_acc": 0.11, "test_loss": 2.4}])
 
-    assert stuck(4.0).verdict == "label_permute"
-    assert stuck(1.5).verdict == "loss_all_pairs"
-    assert stuck(2.2).verdict == "unknown"  # between the bounds both fit: no name
+    assert stuck(0.6).verdict == "label_permute"   # each example pulls toward its own label
+    assert stuck(0.03).verdict == "loss_all_pairs"  # one gradient for every example: BatchNorm removes it
 
 
 def test_every_detector_is_documented_and_new_fields_are_validated():
