@@ -485,6 +485,12 @@ def detect_loss_ignores_pairing(steps: list[dict], epochs: list[dict], model: di
 # without the field) it does not fire. Thresholds: breaklab.rules, the doctor's section.
 # ============================================================================
 
+def _value(v: float | None, missing: float = math.nan) -> float:
+    """A logged number, or `missing` when it was not logged. Never `v or missing`: a logged 0.0 (a
+    float16 probability that rounded to zero, a loss scale that fell to zero) is a value."""
+    return missing if v is None else v
+
+
 def _layers(names: list[str]) -> str:
     return ", ".join(names)
 
@@ -673,7 +679,7 @@ def detect_clipping_scaled_gradients(steps: list[dict], epochs: list[dict], mode
     9 steps in 10."""
     if rules.scaler_state(steps) is not True:
         return None
-    pairs = [(r["grad_norm"], r["grad_norm_pre_clip"], r.get("amp_scale") or 1.0) for r in steps
+    pairs = [(r["grad_norm"], r["grad_norm_pre_clip"], _value(r.get("amp_scale"), 1.0)) for r in steps
              if r.get("grad_norm") is not None and r.get("grad_norm_pre_clip")]
     if len(pairs) < 10:
         return None
@@ -698,7 +704,7 @@ def detect_impossible_accuracy(steps: list[dict], epochs: list[dict], model: dic
     evidence = [f"epoch {bad[0]['epoch']}: training accuracy {bad[0]['train_acc']:.3g}, above 1: the count of "
                 f"correct predictions exceeds the examples (predictions of shape (N, 1) against labels (N,))"]
     if (test := bad[0].get("test_acc")) is not None:
-        evidence.append(f"test accuracy {test:.3f} while the test loss is {bad[0].get('test_loss') or math.nan:.3g}")
+        evidence.append(f"test accuracy {test:.3f} while the test loss is {_value(bad[0].get('test_loss')):.3g}")
     return _finding("acc_broadcast", "shapes", 0.9, evidence, steps[-1]["step"], "accuracy above 1")
 
 
@@ -723,7 +729,7 @@ def detect_test_labels_disagree(steps: list[dict], epochs: list[dict], model: di
         return None
     evidence = [f"training accuracy {train:.3f} against the labels the loop used, test accuracy {test:.3f}: below "
                 f"chance (0.10), i.e. systematically another class",
-                f"test loss {last.get('test_loss') or math.nan:.3g}: confident and wrong"]
+                f"test loss {_value(last.get('test_loss')):.3g}: confident and wrong"]
     return _finding("label_shift", "target", 0.85, evidence, steps[-1]["step"], "test accuracy below chance")
 
 
@@ -762,7 +768,7 @@ def detect_negative_loss(steps: list[dict], epochs: list[dict], model: dict | No
     low = min(r["loss"] for r in negative)
     evidence = [f"step {negative[0]['step']}: loss {negative[0]['loss']:.3g}, below 0; it reached {low:.3g}: "
                 f"not a cross-entropy (which is >= 0)",
-                f"step 0: loss {steps[0].get('loss') or math.nan:.3g}, not ln 10 = 2.30"]
+                f"step 0: loss {_value(steps[0].get('loss')):.3g}, not ln 10 = 2.30"]
     return _finding("nll_on_logits", "objective", 0.93, evidence, negative[0]["step"],
                     f"step {negative[0]['step']}: loss below 0")
 
@@ -832,7 +838,7 @@ def detect_lost_optimizer_state(steps: list[dict], epochs: list[dict], model: di
             continue
         evidence = [f"step {after['step']} (first of epoch {after['epoch']}): the update is {u1 / u0:.2f}x the step "
                     f"before's ({u1:.2g} vs {u0:.2g}); within an epoch consecutive steps differ by far less",
-                    f"the logged learning rate is {after.get('lr') or math.nan:.3g}: the optimizer lost its momentum "
+                    f"the logged learning rate is {_value(after.get('lr')):.3g}: the optimizer lost its momentum "
                     f"(and its own learning rate) at the restart"]
         return _finding("resume_without_optimizer_state", "checkpoint", 0.75, evidence, after["step"],
                         f"step {after['step']}: the step shrinks at the restart")
@@ -1042,7 +1048,7 @@ def format_diagnosis(run: Run, diagnosis: Diagnosis) -> str:
 
 
 def first_loss(run: Run) -> float:
-    return run.steps[0].get("loss") or math.nan
+    return _value(run.steps[0].get("loss"))
 
 
 def to_json_text(diagnosis: Diagnosis) -> str:
