@@ -232,7 +232,7 @@ def report(outcomes: list[Outcome]) -> dict[str, Any]:
     for o in held:
         per_entry.setdefault(o.entry, []).append(o)
     right = [o.confidence for o in held if o.right and o.verdict not in ("unknown",)]
-    wrong = [o.confidence for o in held if not o.right]
+    wrong = [o.confidence for o in held if not o.right and o.verdict not in ("unknown",)]
     return {
         "held_out_runs": len(held),
         "calibration_runs": sum(o.split == "calibration" for o in outcomes),
@@ -280,7 +280,8 @@ def markdown(outcomes: list[Outcome], summary: dict[str, Any], precision: dict[s
              f"of {summary['ooc_runs']} | - |",
              f"| wrong answers at confidence >= {CONFIDENT} (all held-out runs) | "
              f"{summary['wrong_at_or_above_confident']} | 0 |",
-             f"| mean confidence of right / wrong named answers | {summary['mean_confidence_right']} / "
+             f"| mean confidence of right / wrong verdicts (unknown left out: its confidence is 0) | "
+             f"{summary['mean_confidence_right']} / "
              f"{summary['mean_confidence_wrong']} | right high, wrong low |", "",
              "| entry | kind | held-out right | verdicts seen | calibration precision cap |", "|---|---|---|---|---|"]
     for entry, row in summary["per_entry"].items():
