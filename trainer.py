@@ -43,7 +43,7 @@ from breaklab.canonical_setup import (SetupError, atomic_write_text, configure_d
                                       environment_info, git_commit, load_checkpoint, load_dataset,
                                       rng_state, save_checkpoint, seed_everything, steps_per_epoch)
 from breaklab.config import TRAINING_FIELDS, Config
-from breaklab.diagnostics import StepDiagnostics, autocast_dtype, finite_or_none
+from breaklab.diagnostics import StepDiagnostics, finite_or_none, forward_float_max
 from breaklab.graph_memory import LiveGraphs, SavedTensorBytes
 from breaklab.metric_log import MetricLogger
 
@@ -170,7 +170,7 @@ class StepOutput:
     targets: torch.Tensor   # the labels the loss saw
     scale: float            # the GradScaler's loss scale of this step (1.0 when scaling is off)
     skipped: bool           # the scaler skipped the update (inf/NaN gradients)
-    autocast: str | None = None  # the dtype autocast ran the forward pass in (None: autocast off)
+    forward_max: float | None = None  # the largest number of the dtype the forward pass ran in
 
 
 def train_step(t: Training, x: torch.Tensor, y: torch.Tensor, step: int,
@@ -197,7 +197,7 @@ def train_step(t: Training, x: torch.Tensor, y: torch.Tensor, step: int,
             outputs = t.brk.outputs(logits)                  # BREAK HOOK: double_softmax and others
             loss = t.brk.loss(outputs, ys)                   # BREAK HOOK: loss_sum and others
             loss = t.brk.micro_batch_loss(loss, t.micro_batches)  # BREAK HOOK: accumulation_not_divided
-            autocast = autocast_dtype(t.device_type)         # measured: what the forward pass ran in
+            forward_max = forward_float_max(t.device_type)   # measured: the range the forward pass ran in
         t.scaler.scale(loss).backward()    # scaling is off (a no-op) without AMP
         parts.append((loss, outputs, logits, hidden))
     loss, outputs, logits, hidden = parts[0] if len(parts) == 1 else _joined(parts)
@@ -213,7 +213,7 @@ def train_step(t: Training, x: torch.Tensor, y: torch.Tensor, step: int,
         t.brk.optimizer_step(t.scaler, t.optimizer)          # BREAK HOOK: double_step_with_scaler
         t.scaler.update()
         skipped = t.scaler.is_enabled() and t.scaler.get_scale() < scale
-    return StepOutput(loss, outputs, logits, hidden, y, scale, skipped, autocast)
+    return StepOutput(loss, outputs, logits, hidden, y, scale, skipped, forward_max)
 
 
 def _joined(parts: list[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
@@ -289,7 +289,7 @@ def train(cfg: Config, observer: Callable[[dict[str, Any]], list[str]] | None = 
 
             record = diag.after_step(loss=result.loss, outputs=result.outputs, hidden=result.hidden,
                                      scale=result.scale, step_skipped=result.skipped,
-                                     autocast=result.autocast, scaler_enabled=training.scaler.is_enabled())
+                                     forward_max=result.forward_max, scaler_enabled=training.scaler.is_enabled())
             logger.log_step({"type": "step", "step": step, "epoch": epoch, "batch_size": len(idx),
                              "lr": lr, **record, "loss_graphs_alive": graphs.earlier_alive(result.loss)})
             running_loss = brk.running_loss(running_loss, result.loss)  # BREAK HOOK: loss_kept

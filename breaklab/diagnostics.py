@@ -38,13 +38,14 @@ SCALARS = ("dead_rows", "weight_norm", "loss", "update_norm", "h_sum", "h_var", 
            "out_var", "out_min", "out_max", "pre_clip_norm", "carried_norm")
 
 
-def autocast_dtype(device_type: str) -> str | None:
-    """The dtype autocast computes in at this moment on this device type ("float16",
-    "bfloat16"), or None when autocast is off: called inside the forward pass, it is what the
-    step actually ran in, whatever the configuration says."""
-    if not torch.is_autocast_enabled(device_type):
-        return None
-    return str(torch.get_autocast_dtype(device_type)).removeprefix("torch.")
+def forward_float_max(device_type: str) -> float:
+    """The largest finite number of the dtype autocast computes in at this moment on this device
+    type: 65504 for float16, 3.39e38 for bfloat16, float32's 3.40e38 when autocast is off.
+    Called inside the forward pass, it is what the step actually ran in, whatever the
+    configuration says. A number rather than the dtype's name, so that a mystery run's metrics
+    carry no word of a mechanism."""
+    dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else torch.float32
+    return float(torch.finfo(dtype).max)
 
 
 class StepDiagnostics:
@@ -229,10 +230,10 @@ class StepDiagnostics:
     @torch.no_grad()
     def after_step(self, *, loss: torch.Tensor, outputs: torch.Tensor | None, hidden: torch.Tensor | None,
                    scale: float, step_skipped: bool, classes_dim: int = 1,
-                   autocast: str | None = None, scaler_enabled: bool = False) -> dict[str, Any]:
+                   forward_max: float | None = None, scaler_enabled: bool = False) -> dict[str, Any]:
         """`classes_dim`: the dimension of `outputs` that holds the classes (its rows are the
-        predictions whose sum logit_rowsum_mean averages). `autocast`: what autocast_dtype()
-        returned inside the forward pass; `scaler_enabled`: whether a GradScaler scaled the loss."""
+        predictions whose sum logit_rowsum_mean averages). `forward_max`: what
+        forward_float_max() returned inside the forward pass (None: not seen); `scaler_enabled`: whether a GradScaler scaled the loss."""
         self.update_norm()
         self._slot["loss"].copy_(loss.detach().reshape(()) if loss.dim() else loss)
         self.activation_stats(hidden, outputs)
@@ -243,13 +244,13 @@ class StepDiagnostics:
         return self.record(values, scale=scale, step_skipped=step_skipped,
                            hidden_shape=None if hidden is None else hidden.shape,
                            output_shape=None if outputs is None else outputs.shape, classes_dim=classes_dim,
-                           pre_clip_measured=pre_clip, carried_measured=carried, autocast=autocast,
+                           pre_clip_measured=pre_clip, carried_measured=carried, forward_max=forward_max,
                            scaler_enabled=scaler_enabled)
 
     def record(self, values: list[float], *, scale: float, step_skipped: bool,
                hidden_shape: torch.Size | None, output_shape: torch.Size | None,
                classes_dim: int = 1, pre_clip_measured: bool = False, carried_measured: bool = False,
-               autocast: str | None = None,
+               forward_max: float | None = None,
                scaler_enabled: bool = False) -> dict[str, Any]:
         """The step's metrics record (docs/METRICS.md order) from the synchronised raw values.
         JSON has no NaN or Infinity: a non-finite number is written as null (the *_finite flags
@@ -304,7 +305,7 @@ class StepDiagnostics:
             "bn_running_mean_abs": scalars[13], "bn_running_var_mean": scalars[14],
             "amp_scale": scalars[15],
             "grad_scaler_enabled": bool(scaler_enabled),
-            "autocast_dtype": autocast,
+            "forward_float_max": forward_max,
             "step_skipped": bool(step_skipped),
             "loss_finite": math.isfinite(v["loss"]),
             "grads_finite": all(math.isfinite(x) for x in l2),

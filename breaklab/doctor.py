@@ -159,10 +159,9 @@ _NUMBER_FIELDS = ("lr", "loss", "grad_norm", "zero_grad_frac", "dead_unit_frac",
                   "logit_max", "logit_rowsum_mean", "update_ratio", "bn_running_mean_abs",
                   "bn_running_var_mean", "amp_scale", "train_loss", "train_acc", "test_loss", "test_acc")
 _INT_FIELDS = ("step", "epoch", "batch_size")
-_NUMBER_FIELDS += ("grad_norm_pre_clip", "grad_norm_carried")
+_NUMBER_FIELDS += ("grad_norm_pre_clip", "grad_norm_carried", "forward_float_max")
 _LAYER_FIELDS = ("grad_norm_by_layer", "grad_mean", "zero_grad_frac_by_layer", "update_norm_by_layer")
 _FLAG_FIELDS = ("step_skipped", "loss_finite", "grads_finite", "grad_scaler_enabled")
-_TEXT_FIELDS = ("autocast_dtype",)
 # 2 added two memory figures, 3 the measured preconditions (autocast dtype, GradScaler state,
 # gradient norm before clipping, update per parameter); an older run reads the same, and a
 # detector that needs a field it lacks does not fire.
@@ -206,9 +205,6 @@ def validate_records(records: list[dict[str, Any]], where: str) -> None:
         for key in _FLAG_FIELDS:
             if key in rec and not isinstance(rec[key], bool):
                 raise bad(key, "true or false")
-        for key in _TEXT_FIELDS:
-            if rec.get(key) is not None and not isinstance(rec[key], str):
-                raise bad(key, "a string or null")
 
 
 def _parse_metrics(text: str, where: str, warnings: list[str]) -> list[dict[str, Any]]:
@@ -394,7 +390,7 @@ def detect_fp16_underflow(steps: list[dict], epochs: list[dict], model: dict | N
                 f"entries are exactly zero outside dead units (scattered, not whole rows): float16 underflow",
                 f"the zeros grow as the gradients shrink: {100 * first:.1f}% at step 0, above "
                 f"{100 * limit:.1f}% from step {onset}",
-                "the forward pass ran in float16 (autocast_dtype at every step); no GradScaler was enabled "
+                "the forward pass ran in float16 (forward_float_max 65504 at every step); no GradScaler was enabled "
                 "(grad_scaler_enabled false, loss scale 1.0 on every step)"]
     return _finding("amp_no_scaling", "numerics", 0.9, evidence, onset, f"step {onset}: scattered zero gradients")
 
@@ -625,7 +621,7 @@ def detect_nonfinite_inputs(steps: list[dict], epochs: list[dict], model: dict |
 
 
 def detect_float16_overflow(steps: list[dict], epochs: list[dict], model: dict | None) -> Finding | None:
-    """Numerics. The loss turns non-finite under float16 autocast (measured: autocast_dtype at
+    """Numerics. The loss turns non-finite under float16 autocast (measured: forward_float_max at
     every step, rules.float16_in_use), with the first layer's activations still finite at that
     step and the outputs before it modest (largest below 1e4): a float16 intermediate of the
     loss overflowed (float16 ends at 65504; exp(11.1) passes it). Threshold:
@@ -640,7 +636,7 @@ def detect_float16_overflow(steps: list[dict], epochs: list[dict], model: dict |
     if not before or max(before) >= 1e4:
         return None
     skipped = sum(bool(r.get("step_skipped")) for r in steps)
-    evidence = [f"step {seen['step']}: loss non-finite while the forward pass ran in float16 (autocast_dtype "
+    evidence = [f"step {seen['step']}: loss non-finite while the forward pass ran in float16 (forward_float_max 65504 "
                 f"float16 at every step) and the first layer's activations were finite",
                 f"the largest output before it was {max(before):.3g}: finite in float32; exp of an output "
                 f"above 11.1 overflows float16 (max 65504)",
@@ -665,7 +661,7 @@ def detect_float16_nonfinite_gradients(steps: list[dict], epochs: list[dict], mo
     scales = [r["amp_scale"] for r in steps if r.get("amp_scale") is not None]
     evidence = [f"the GradScaler skipped {len(skipped)} of {len(steps)} steps (non-finite gradients) from step "
                 f"{skipped[0]['step']}, while the loss was finite at every step",
-                "the forward pass ran in float16 (autocast_dtype at every step) with a GradScaler enabled",
+                "the forward pass ran in float16 (forward_float_max 65504 at every step) with a GradScaler enabled",
                 f"loss scale {scales[0]:g} -> {scales[-1]:.3g}: the scaler keeps lowering it, the inf does not go away"]
     return _finding("log_of_softmax_amp", "numerics", 0.8, evidence, skipped[0]["step"],
                     f"step {skipped[0]['step']}: steps skipped, loss finite")

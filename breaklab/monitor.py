@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from breaklab import METRICS_SCHEMA_VERSION, __version__
-from breaklab.diagnostics import StepDiagnostics, autocast_dtype, finite_or_none
+from breaklab.diagnostics import StepDiagnostics, finite_or_none, forward_float_max
 from breaklab.early_warnings import EarlyWarnings, parse_stop_on
 from breaklab.graph_memory import LiveGraphs
 from breaklab.layers import ForwardWatch, Layers, discover
@@ -99,9 +99,9 @@ class Monitor:
         self._targets: list[torch.Tensor] = []
         self._closed = False
         self.stopped: str | None = None
-        # What autocast ran the last training forward pass in, seen from inside that pass.
-        self._autocast: str | None = None
-        self._autocast_hook = model.register_forward_hook(self._keep_autocast)
+        # The range of the dtype the last training forward pass ran in, seen from inside that pass.
+        self._forward_max: float | None = None
+        self._forward_hook = model.register_forward_hook(self._keep_forward_dtype)
 
     # -- the calls a training loop makes ------------------------------------------------------
     def before_backward(self) -> None:
@@ -159,7 +159,7 @@ class Monitor:
             classes_dim = _classes_dim(seen_outputs, targets)
             record = self._diag.after_step(loss=loss.detach(), outputs=seen_outputs, hidden=self._hidden,
                                            scale=pending["scale"], step_skipped=skipped, classes_dim=classes_dim,
-                                           autocast=self._autocast,
+                                           forward_max=self._forward_max,
                                            scaler_enabled=bool(scaler is not None and scaler.is_enabled()))
             batch = _batch_size(targets, seen_outputs, self._hidden)
             self._count_correct(seen_outputs, targets, classes_dim)
@@ -263,10 +263,10 @@ class Monitor:
                   f"last layer {d['last']}, {len(d['batchnorms'])} BatchNorm, {len(d['parameters'])} "
                   f"parameter tensors -> {self.out / 'metrics.jsonl'}", file=sys.stderr, flush=True)
 
-    def _keep_autocast(self, module, args, output) -> None:
+    def _keep_forward_dtype(self, module, args, output) -> None:
         if torch.is_grad_enabled():
             param = next(module.parameters(), None)
-            self._autocast = autocast_dtype(param.device.type if param is not None else "cpu")
+            self._forward_max = forward_float_max(param.device.type if param is not None else "cpu")
 
     def _keep_input(self, module, args, output) -> None:
         if torch.is_grad_enabled() and args and isinstance(args[0], torch.Tensor):
@@ -305,7 +305,7 @@ class Monitor:
         for h in self._hooks + ([self._last_hook] if self._last_hook is not None else []):
             h.remove()
         self._hooks, self._last_hook = [], None
-        self._autocast_hook.remove()
+        self._forward_hook.remove()
 
     def _check_open(self) -> None:
         if self._closed:

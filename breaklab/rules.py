@@ -455,13 +455,17 @@ def pre_clip_norms(steps: Records) -> list[float | None]:
             else r.get("grad_norm") for r in steps]
 
 
+FLOAT16_MAX = 65504.0                 # the largest float16: forward_float_max under float16 autocast
+
+
 def float16_in_use(steps: Records) -> bool | None:
-    """Whether every step ran its forward pass under float16 autocast: True / False as measured,
-    None when the run does not record it (schema < 3)."""
-    dtypes = [r.get("autocast_dtype", "missing") for r in steps]
-    if not steps or "missing" in dtypes:
+    """Whether every step ran its forward pass under float16 autocast (forward_float_max is
+    float16's largest number): True / False as measured, None when the run does not record it
+    (schema < 3, or a step where it was not seen)."""
+    ranges = [r.get("forward_float_max") for r in steps]
+    if not steps or None in ranges:
         return None
-    return all(d == "float16" for d in dtypes)
+    return all(v == FLOAT16_MAX for v in ranges)
 
 
 def scaler_state(steps: Records) -> bool | None:

@@ -60,7 +60,7 @@ def test_metrics_schema_fields(run):
     for key in ("step", "epoch", "loss", "lr", "grad_mean", "grad_norm", "grad_norm_by_layer",
                 "zero_grad_frac", "act_first_mean", "act_first_var", "act_last_mean",
                 "act_last_var", "logit_min", "logit_max", "loss_finite", "grads_finite",
-                "loss_graphs_alive", "grad_norm_pre_clip", "grad_norm_carried", "update_norm_by_layer", "autocast_dtype",
+                "loss_graphs_alive", "grad_norm_pre_clip", "grad_norm_carried", "update_norm_by_layer", "forward_float_max",
                 "grad_scaler_enabled"):
         assert key in step, key
     assert set(step["grad_mean"]) == {"fc1.weight", "fc1.bias", "bn1.weight", "bn1.bias",
@@ -71,7 +71,8 @@ def test_metrics_schema_fields(run):
     assert all(s["loss_graphs_alive"] == 0 for s in run.steps)
     assert all(e["test_autograd_bytes"] == 0 for e in run.epochs)
     # float32 without a GradScaler, measured per step; no clipping: the norm before it is the same
-    assert all(s["autocast_dtype"] is None and s["grad_scaler_enabled"] is False for s in run.steps)
+    assert all(s["forward_float_max"] == torch.finfo(torch.float32).max and s["grad_scaler_enabled"] is False
+               for s in run.steps)
     assert all(s["grad_norm_pre_clip"] == pytest.approx(s["grad_norm"], rel=1e-4) for s in run.steps)
     assert all(s["grad_norm_carried"] == 0.0 for s in run.steps)  # zero_grad(set_to_none=True): nothing left
     # every step is present, in order

@@ -13,6 +13,7 @@ import pytest
 
 from breaklab.doctor import DETECTORS, Run, RunReadError, diagnose, validate_records
 
+F32_MAX, F16_MAX, BF16_MAX = 3.4028234663852886e38, 65504.0, 3.3895313892515355e38  # torch.finfo(...).max
 LAYERS = ("fc1.weight", "fc1.bias", "bn1.weight", "bn1.bias", "fc2.weight", "fc2.bias")
 STEPS = 63
 
@@ -35,7 +36,7 @@ def clean_steps(n: int = STEPS) -> list[dict]:
             "logit_rowsum_mean": -0.3, "update_ratio": 6e-4 if i == 0 else 7e-3,
             "update_norm_by_layer": {k: 1e-2 for k in LAYERS},
             "bn_running_mean_abs": 0.06 + i / 1000, "bn_running_var_mean": 1.05 + i / 1000, "amp_scale": 1.0,
-            "grad_scaler_enabled": False, "autocast_dtype": None, "step_skipped": False,
+            "grad_scaler_enabled": False, "forward_float_max": F32_MAX, "step_skipped": False,
             "loss_finite": True, "grads_finite": True, "loss_graphs_alive": 0})
     return steps
 
@@ -140,20 +141,20 @@ def test_a_failed_precondition_gives_unknown_not_a_name():
 
 # -- 2. preconditions measured, not assumed --------------------------------------------------
 
-def underflowing(steps, autocast="float16", scaler=False):
+def underflowing(steps, autocast=F16_MAX, scaler=False):
     for r in steps:
         r["zero_grad_frac_by_layer"]["fc1.weight"] = 0.12
-        r["autocast_dtype"], r["grad_scaler_enabled"] = autocast, scaler
+        r["forward_float_max"], r["grad_scaler_enabled"] = autocast, scaler
     return steps
 
 
 def test_amp_no_scaling_needs_float16_measured_in_use_and_no_scaler():
     assert verdict(underflowing(clean_steps())).verdict == "amp_no_scaling"
-    assert verdict(underflowing(clean_steps(), autocast=None)).verdict != "amp_no_scaling"  # float32
-    assert verdict(underflowing(clean_steps(), autocast="bfloat16")).verdict != "amp_no_scaling"
+    assert verdict(underflowing(clean_steps(), autocast=F32_MAX)).verdict != "amp_no_scaling"  # float32
+    assert verdict(underflowing(clean_steps(), autocast=BF16_MAX)).verdict != "amp_no_scaling"
     old = underflowing(clean_steps())
     for r in old:  # a run from before the fields existed: float16 not measured
-        del r["autocast_dtype"], r["grad_scaler_enabled"]
+        del r["forward_float_max"], r["grad_scaler_enabled"]
     assert verdict(old).verdict != "amp_no_scaling"
 
 
@@ -161,27 +162,27 @@ def test_float16_steps_skipped_with_a_finite_loss_need_float16_and_a_scaler():
     def skipping(autocast, scaler):
         steps = clean_steps()
         for r in steps:
-            r["autocast_dtype"], r["grad_scaler_enabled"] = autocast, scaler
+            r["forward_float_max"], r["grad_scaler_enabled"] = autocast, scaler
             r["amp_scale"] = 65536.0 / 2 ** min(r["step"] // 2, 16)
             if r["step"] >= 10 and r["step"] % 5:
                 r["step_skipped"], r["grads_finite"], r["update_ratio"] = True, False, 0.0
         return steps
 
-    assert verdict(skipping("float16", True)).verdict == "log_of_softmax_amp"
-    assert verdict(skipping(None, True)).verdict != "log_of_softmax_amp"
+    assert verdict(skipping(F16_MAX, True)).verdict == "log_of_softmax_amp"
+    assert verdict(skipping(F32_MAX, True)).verdict != "log_of_softmax_amp"
 
 
 def test_nonfinite_loss_in_float16_is_overflow_only_when_float16_is_measured():
     def overflow(autocast):
         steps = clean_steps()
         for r in steps:
-            r["autocast_dtype"], r["grad_scaler_enabled"] = autocast, True
+            r["forward_float_max"], r["grad_scaler_enabled"] = autocast, True
             if r["step"] >= 13:
                 r.update(loss=None, loss_finite=False, grads_finite=False, step_skipped=True)
         return steps
 
-    assert verdict(overflow("float16")).verdict == "fp16_overflow"
-    assert verdict(overflow(None)).verdict not in ("fp16_overflow", "healthy")
+    assert verdict(overflow(F16_MAX)).verdict == "fp16_overflow"
+    assert verdict(overflow(F32_MAX)).verdict not in ("fp16_overflow", "healthy")
 
 
 def test_nonfinite_activations_from_a_finite_step_are_the_inputs():
@@ -216,7 +217,7 @@ def test_gradient_growth_is_read_before_clipping():
 def test_a_float16_probability_of_exactly_zero_is_a_value_not_missing():
     steps = clean_steps()
     for r in steps:  # softmax outputs under float16: the smallest rounds to exactly 0.0
-        r.update(logit_min=0.0, logit_max=0.97, logit_rowsum_mean=1.0, autocast_dtype="float16",
+        r.update(logit_min=0.0, logit_max=0.97, logit_rowsum_mean=1.0, forward_float_max=F16_MAX,
                  grad_scaler_enabled=True, amp_scale=65536.0)
         r["loss"] = max(r["loss"], 1.55)
     assert verdict(steps).verdict == "double_softmax"
@@ -226,7 +227,7 @@ def test_clipping_before_unscaling_needs_a_scaler_measured():
     def scaled(enabled):
         steps = clean_steps()
         for r in steps:
-            r.update(grad_norm=1.0 / 65536, amp_scale=65536.0, grad_scaler_enabled=enabled, autocast_dtype="float16",
+            r.update(grad_norm=1.0 / 65536, amp_scale=65536.0, grad_scaler_enabled=enabled, forward_float_max=F16_MAX,
                      update_ratio=1e-7, loss=2.30)
         return steps
 
@@ -288,10 +289,10 @@ def test_every_detector_is_documented_and_new_fields_are_validated():
         doc = detector.__doc__ or ""
         assert "rules." in doc or ("Threshold" in doc and "Measured" in doc), detector.__name__
     bad = copy.deepcopy(clean_steps(1))
-    bad[0]["autocast_dtype"] = 16
-    with pytest.raises(RunReadError, match="autocast_dtype"):
+    bad[0]["forward_float_max"] = "float16"
+    with pytest.raises(RunReadError, match="forward_float_max"):
         validate_records(bad, "x")
-    bad[0]["autocast_dtype"], bad[0]["grad_scaler_enabled"] = "float16", "yes"
+    bad[0]["forward_float_max"], bad[0]["grad_scaler_enabled"] = F16_MAX, "yes"
     with pytest.raises(RunReadError, match="grad_scaler_enabled"):
         validate_records(bad, "x")
 
@@ -320,7 +321,7 @@ def trained(tmp_path_factory):
 @pytest.mark.slow
 def test_float16_and_the_scaler_are_measured_per_step(trained):
     unscaled, scaled = trained["amp_no_scaling"].steps, trained["amp_clean"].steps
-    assert {r["autocast_dtype"] for r in unscaled} == {"float16"} == {r["autocast_dtype"] for r in scaled}
+    assert {r["forward_float_max"] for r in unscaled} == {F16_MAX} == {r["forward_float_max"] for r in scaled}
     assert {r["grad_scaler_enabled"] for r in unscaled} == {False}
     assert {r["grad_scaler_enabled"] for r in scaled} == {True}
     assert diagnose(trained["amp_no_scaling"]).verdict == "amp_no_scaling"
