@@ -346,3 +346,28 @@ def test_parameters_that_never_move_are_measured_per_layer(trained):
         d = diagnose(run)
         assert d.verdict == name, [h.name for h in d.hypotheses]
         assert "dead relu" not in text_of(d)
+
+
+# -- the calibration script (no training) ------------------------------------------------------
+
+def test_calibration_and_held_out_sets_are_disjoint_and_docs_are_rewritten_between_markers(tmp_path):
+    from breaklab import doctor_calibration as cal
+
+    jobs = cal.plan(["label_permute", "scheduler_not_stepped"], ["ooc_x", "ooc_heavy_dropout"])
+    cal_keys = {(seed, json_key(cfg)) for split, _, cfg, seed, _ in jobs if split == "calibration"}
+    held_keys = {(seed, json_key(cfg)) for split, _, cfg, seed, _ in jobs if split == "held-out"}
+    assert cal_keys and held_keys and not cal_keys & held_keys
+    assert {s for s, _ in cal_keys}.isdisjoint({s for s, _ in held_keys})
+    assert not [j for j in jobs if j[0] == "calibration" and j[4] in cal.LATE_OUT_OF_CATALOGUE]
+    assert cal.expected_verdict("scheduler_not_stepped", {}) == "healthy"  # not visible in one run
+    assert cal.expected_verdict("log_of_softmax", {"amp": True}) == "log_of_softmax_amp"
+    doc = tmp_path / "DOCTOR.md"
+    doc.write_text(f"before\n{cal.BEGIN}\nold\n{cal.END}\nafter\n")
+    cal.write_docs(doc, "| new |")
+    assert doc.read_text() == f"before\n{cal.BEGIN}\n| new |\n{cal.END}\nafter\n"
+
+
+def json_key(cfg: dict) -> str:
+    import json
+
+    return json.dumps(cfg, sort_keys=True)
