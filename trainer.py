@@ -43,7 +43,7 @@ from breaklab.canonical_setup import (SetupError, atomic_write_text, configure_d
                                       environment_info, git_commit, load_checkpoint, load_dataset,
                                       rng_state, save_checkpoint, seed_everything, steps_per_epoch)
 from breaklab.config import TRAINING_FIELDS, Config
-from breaklab.diagnostics import StepDiagnostics, finite_or_none
+from breaklab.diagnostics import StepDiagnostics, finite_or_none, forward_float_max
 from breaklab.graph_memory import LiveGraphs, SavedTensorBytes
 from breaklab.metric_log import MetricLogger
 
@@ -170,16 +170,23 @@ class StepOutput:
     targets: torch.Tensor   # the labels the loss saw
     scale: float            # the GradScaler's loss scale of this step (1.0 when scaling is off)
     skipped: bool           # the scaler skipped the update (inf/NaN gradients)
+    forward_max: float | None = None  # the largest number of the dtype the forward pass ran in
 
 
 def train_step(t: Training, x: torch.Tensor, y: torch.Tensor, step: int,
-               before_update: Callable[[], None] | None = None, update: bool = True) -> StepOutput:
+               before_update: Callable[[], None] | None = None, update: bool = True,
+               before_clip: Callable[[], None] | None = None,
+               before_backward: Callable[[], None] | None = None) -> StepOutput:
     """One step of training on the batch (x, y). `before_update` runs once the gradients are the
-    ones the optimizer will apply (unscaled and clipped): measurements hook in there. With
-    update=False the step stops before the optimizer: the gradients are left in .grad."""
+    ones the optimizer will apply (unscaled and clipped), `before_clip` once backward is done,
+    before anything touches the gradients, `before_backward` before the first backward pass:
+    measurements hook in there. With update=False the step stops before the optimizer: the
+    gradients are left in .grad."""
     t.brk.set_mode(t.model)                                  # BREAK HOOK: eval_mode, train_mode_not_restored
     y = t.brk.targets(y, step)                               # BREAK HOOK: label_permute, label_shift
     t.brk.zero_grad(t.optimizer)                             # BREAK HOOK: missing_zero_grad
+    if before_backward is not None:
+        before_backward()
 
     # The batch goes through in t.micro_batches parts whose gradients add up in .grad before the
     # one update (gradient accumulation). By default there is one part: the whole batch.
@@ -190,10 +197,13 @@ def train_step(t: Training, x: torch.Tensor, y: torch.Tensor, step: int,
             outputs = t.brk.outputs(logits)                  # BREAK HOOK: double_softmax and others
             loss = t.brk.loss(outputs, ys)                   # BREAK HOOK: loss_sum and others
             loss = t.brk.micro_batch_loss(loss, t.micro_batches)  # BREAK HOOK: accumulation_not_divided
+            forward_max = forward_float_max(t.device_type)   # measured: the range the forward pass ran in
         t.scaler.scale(loss).backward()    # scaling is off (a no-op) without AMP
         parts.append((loss, outputs, logits, hidden))
     loss, outputs, logits, hidden = parts[0] if len(parts) == 1 else _joined(parts)
 
+    if before_clip is not None:
+        before_clip()
     t.brk.unscale_and_clip(t.scaler, t.optimizer, t.model, t.clip_grad)  # BREAK HOOK: clip_before_unscale
     if before_update is not None:
         before_update()
@@ -203,7 +213,7 @@ def train_step(t: Training, x: torch.Tensor, y: torch.Tensor, step: int,
         t.brk.optimizer_step(t.scaler, t.optimizer)          # BREAK HOOK: double_step_with_scaler
         t.scaler.update()
         skipped = t.scaler.is_enabled() and t.scaler.get_scale() < scale
-    return StepOutput(loss, outputs, logits, hidden, y, scale, skipped)
+    return StepOutput(loss, outputs, logits, hidden, y, scale, skipped, forward_max)
 
 
 def _joined(parts: list[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
@@ -272,12 +282,14 @@ def train(cfg: Config, observer: Callable[[dict[str, Any]], list[str]] | None = 
             if i == per_epoch:
                 break
             idx = idx.to(cfg.device)
-            result = train_step(training, x_train[idx], y_train[idx], step, before_update=diag.before_step)
+            result = train_step(training, x_train[idx], y_train[idx], step, before_update=diag.before_step,
+                                before_clip=diag.before_clip, before_backward=diag.before_backward)
             lr = scheduler.get_last_lr()[0]
             brk.scheduler_step(scheduler)     # BREAK HOOK: scheduler_not_stepped (the schedule moves per step)
 
             record = diag.after_step(loss=result.loss, outputs=result.outputs, hidden=result.hidden,
-                                     scale=result.scale, step_skipped=result.skipped)
+                                     scale=result.scale, step_skipped=result.skipped,
+                                     forward_max=result.forward_max, scaler_enabled=training.scaler.is_enabled())
             logger.log_step({"type": "step", "step": step, "epoch": epoch, "batch_size": len(idx),
                              "lr": lr, **record, "loss_graphs_alive": graphs.earlier_alive(result.loss)})
             running_loss = brk.running_loss(running_loss, result.loss)  # BREAK HOOK: loss_kept

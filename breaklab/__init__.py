@@ -9,7 +9,7 @@ generic top-level name.
 import os as _os
 
 __version__ = "0.1.0"
-METRICS_SCHEMA_VERSION = 2
+METRICS_SCHEMA_VERSION = 3
 
 _here = _os.path.dirname(_os.path.abspath(__file__))
 _checkout = _os.path.dirname(_here)

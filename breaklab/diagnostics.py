@@ -35,7 +35,17 @@ MIN_ROW_WIDTH, WIDE_ROWS = 64, 1024
 
 # The raw values of a step, in the order they are synchronised, after the per-parameter sums.
 SCALARS = ("dead_rows", "weight_norm", "loss", "update_norm", "h_sum", "h_var", "h_dead", "out_sum",
-           "out_var", "out_min", "out_max")
+           "out_var", "out_min", "out_max", "pre_clip_norm", "carried_norm")
+
+
+def forward_float_max(device_type: str) -> float:
+    """The largest finite number of the dtype autocast computes in at this moment on this device
+    type: 65504 for float16, 3.39e38 for bfloat16, float32's 3.40e38 when autocast is off.
+    Called inside the forward pass, it is what the step actually ran in, whatever the
+    configuration says. A number rather than the dtype's name, so that a mystery run's metrics
+    carry no word of a mechanism."""
+    dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else torch.float32
+    return float(torch.finfo(dtype).max)
 
 
 class StepDiagnostics:
@@ -96,12 +106,17 @@ class StepDiagnostics:
         self._before = [v.view_as(p) for v, p in zip(self._before_flat.split(self.numel), self.params)]
 
         # Every raw value of a step is written (out=) into one buffer, read with one .tolist():
-        # the per-parameter sums, the scalars, then each BatchNorm's two sums.
+        # the per-parameter sums, the scalars, each BatchNorm's two sums, then each parameter's
+        # update norm.
         k = len(self.bns)
-        self._values = torch.zeros(3 * n + len(SCALARS) + 2 * k, device=device)
+        bn_start = 3 * n + len(SCALARS)
+        self._values = torch.zeros(bn_start + 2 * k + n, device=device)
         self._per_param = self._values[:3 * n].view(3, n)  # sum |g|, sum g^2, nonzero per parameter
-        self._slot = dict(zip(SCALARS, self._values[3 * n:3 * n + len(SCALARS)].unbind()))
-        self._bn_slots = self._values[3 * n + len(SCALARS):].view(2, k)  # sum |running mean|, sum running var
+        self._slot = dict(zip(SCALARS, self._values[3 * n:bn_start].unbind()))
+        self._bn_slots = self._values[bn_start:bn_start + 2 * k].view(2, k)  # sum |running mean|, sum running var
+        self._update_by_param = self._values[bn_start + 2 * k:]  # ||delta theta|| per parameter
+        self._pre_clip_measured = False  # before_clip() was called this step
+        self._carried_measured = False  # before_backward() was called this step
 
     # -- the groups of statistics, each a few batched kernels --------------------------------
     def gradient_magnitudes(self) -> torch.Tensor:
@@ -148,6 +163,7 @@ class StepDiagnostics:
         norm as after - before: IEEE negation is exact)."""
         torch._foreach_sub_(self._before, self.params)
         torch.linalg.vector_norm(self._before_flat, out=self._slot["update_norm"])
+        torch.stack(torch._foreach_norm(self._before), out=self._update_by_param)
 
     def activation_stats(self, hidden: torch.Tensor | None, outputs: torch.Tensor | None) -> None:
         """First layer's activations and the last layer's output as fed to the loss: sums (the
@@ -174,7 +190,35 @@ class StepDiagnostics:
             torch.linalg.vector_norm(bn.running_mean, 1, out=self._bn_slots[0, i])
             torch.sum(bn.running_var, dim=0, out=self._bn_slots[1, i])
 
-    # -- the two calls the training loop makes -----------------------------------------------
+    # -- the calls the training loop makes ---------------------------------------------------
+    @torch.no_grad()
+    def before_backward(self) -> None:
+        """Optional, once per step, after the loop cleared the gradients and before backward:
+        the global norm of what .grad still holds (0 or no .grad at all in a loop that clears
+        them; the previous steps' gradients when it does not). Measured directly, it does not
+        depend on clipping, which caps the growth a missing zero_grad otherwise shows."""
+        grads = [p.grad for p in self.params if p.grad is not None]
+        slot = self._slot["carried_norm"]
+        if grads:
+            torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)), out=slot)
+        else:
+            slot.zero_()
+        self._carried_measured = True
+
+    @torch.no_grad()
+    def before_clip(self) -> None:
+        """Optional, once per step, after backward and before any gradient clipping (and before
+        unscale_): the global gradient norm as the backward pass left it. record() divides it
+        by the step's loss scale, so it compares with grad_norm, which is taken after clipping:
+        a detector of growing gradients needs the norm that clipping has not capped."""
+        grads = [p.grad for p in self.params if p.grad is not None]
+        slot = self._slot["pre_clip_norm"]
+        if grads:
+            torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)), out=slot)
+        else:
+            slot.zero_()
+        self._pre_clip_measured = True
+
     @torch.no_grad()
     def before_step(self) -> None:
         mags = self.gradient_magnitudes()
@@ -185,21 +229,29 @@ class StepDiagnostics:
 
     @torch.no_grad()
     def after_step(self, *, loss: torch.Tensor, outputs: torch.Tensor | None, hidden: torch.Tensor | None,
-                   scale: float, step_skipped: bool, classes_dim: int = 1) -> dict[str, Any]:
+                   scale: float, step_skipped: bool, classes_dim: int = 1,
+                   forward_max: float | None = None, scaler_enabled: bool = False) -> dict[str, Any]:
         """`classes_dim`: the dimension of `outputs` that holds the classes (its rows are the
-        predictions whose sum logit_rowsum_mean averages)."""
+        predictions whose sum logit_rowsum_mean averages). `forward_max`: what
+        forward_float_max() returned inside the forward pass (None: not seen); `scaler_enabled`: whether a GradScaler scaled the loss."""
         self.update_norm()
         self._slot["loss"].copy_(loss.detach().reshape(()) if loss.dim() else loss)
         self.activation_stats(hidden, outputs)
         self.batchnorm_stats()
         values = self._values.tolist()  # the one synchronisation of the step
+        pre_clip, self._pre_clip_measured = self._pre_clip_measured, False
+        carried, self._carried_measured = self._carried_measured, False
         return self.record(values, scale=scale, step_skipped=step_skipped,
                            hidden_shape=None if hidden is None else hidden.shape,
-                           output_shape=None if outputs is None else outputs.shape, classes_dim=classes_dim)
+                           output_shape=None if outputs is None else outputs.shape, classes_dim=classes_dim,
+                           pre_clip_measured=pre_clip, carried_measured=carried, forward_max=forward_max,
+                           scaler_enabled=scaler_enabled)
 
     def record(self, values: list[float], *, scale: float, step_skipped: bool,
                hidden_shape: torch.Size | None, output_shape: torch.Size | None,
-               classes_dim: int = 1) -> dict[str, Any]:
+               classes_dim: int = 1, pre_clip_measured: bool = False, carried_measured: bool = False,
+               forward_max: float | None = None,
+               scaler_enabled: bool = False) -> dict[str, Any]:
         """The step's metrics record (docs/METRICS.md order) from the synchronised raw values.
         JSON has no NaN or Infinity: a non-finite number is written as null (the *_finite flags
         say why); a statistic of something the model does not have (no BatchNorm) or that was
@@ -208,7 +260,8 @@ class StepDiagnostics:
         abs_sums, square_sums, nonzero = values[0:n], values[n:2 * n], values[2 * n:3 * n]
         v = dict(zip(SCALARS, values[3 * n:3 * n + len(SCALARS)]))
         k = len(self.bns)
-        bn_values = values[3 * n + len(SCALARS):]
+        bn_values = values[3 * n + len(SCALARS):3 * n + len(SCALARS) + 2 * k]
+        update_by_param = values[3 * n + len(SCALARS) + 2 * k:]
         nan = math.nan
         if hidden_shape is not None:
             h_numel, h_units = hidden_shape.numel(), hidden_shape[self.unit_dim]
@@ -231,10 +284,14 @@ class StepDiagnostics:
             v["dead_rows"] / units if units else nan,
             *first, *last,
             v["update_norm"] / max(v["weight_norm"], 1e-12),
-            *bn, float(scale)])
+            *bn, float(scale),
+            v["pre_clip_norm"] / float(scale) if pre_clip_measured and scale else nan,
+            v["carried_norm"] if carried_measured else nan])
         return {
             "loss": scalars[0],
             "grad_norm": scalars[1],
+            "grad_norm_pre_clip": scalars[16],
+            "grad_norm_carried": scalars[17],
             "grad_norm_by_layer": dict(zip(self.names, _finite(l2))),
             "grad_mean": dict(zip(self.names, _finite([a / m for a, m in zip(abs_sums, numel)]))),
             "zero_grad_frac": scalars[2],
@@ -244,8 +301,11 @@ class StepDiagnostics:
             "act_last_mean": scalars[7], "act_last_var": scalars[8],
             "logit_min": scalars[9], "logit_max": scalars[10], "logit_rowsum_mean": scalars[11],
             "update_ratio": scalars[12],
+            "update_norm_by_layer": dict(zip(self.names, _finite(update_by_param))),
             "bn_running_mean_abs": scalars[13], "bn_running_var_mean": scalars[14],
             "amp_scale": scalars[15],
+            "grad_scaler_enabled": bool(scaler_enabled),
+            "forward_float_max": forward_max,
             "step_skipped": bool(step_skipped),
             "loss_finite": math.isfinite(v["loss"]),
             "grads_finite": all(math.isfinite(x) for x in l2),

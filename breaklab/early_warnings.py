@@ -13,8 +13,8 @@ signatures are: step 0's loss and update, the first 10-30 steps' rises), then ev
 every 10% of the run so far, whichever is longer, at every epoch record, and at a non-finite
 loss; a finding that first appears late in a long run is reported within 16 steps or 10% of its
 step. The history is kept without the
-per-layer dictionaries, except the first layer's fraction of zero gradients, which is all the
-detectors read of them.
+per-layer dictionaries, except the first layer's fraction of zero gradients and the per-layer
+gradient and update norms, which is all the detectors read of them.
 """
 from __future__ import annotations
 
@@ -108,9 +108,15 @@ def format_warning(step: int, finding: doctor.Finding) -> str:
             f"check: {finding.next_check}")
 
 
+# The per-layer dictionaries the detectors read whole: which parameters never move, and whether
+# those have a gradient (a frozen layer, a layer left out of the optimizer).
+KEPT_PER_LAYER = ("update_norm_by_layer", "grad_norm_by_layer")
+
+
 def _slim(record: dict[str, Any]) -> dict[str, Any]:
-    """The record without its per-layer dictionaries, except the first layer's zero fraction."""
-    slim = {k: v for k, v in record.items() if not isinstance(v, dict)}
+    """The record without its per-layer dictionaries, except the first layer's zero fraction
+    and KEPT_PER_LAYER."""
+    slim = {k: v for k, v in record.items() if not isinstance(v, dict) or k in KEPT_PER_LAYER}
     zeros = record.get("zero_grad_frac_by_layer") or {}
     first = rules.first_layer(zeros)
     if first is not None:

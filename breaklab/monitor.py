@@ -5,7 +5,9 @@
     mon = Monitor(model, optimizer, out="runs/mine", scaler=scaler)   # scaler optional
     for x, y in loader:
         ...
+        mon.before_backward()          # optional, after zero_grad: what .grad still holds
         loss.backward()
+        mon.before_clip()              # optional: the gradient norm before any clipping
         mon.before_step()              # gradients as the optimizer will see them
         optimizer.step()
         mon.after_step(loss, outputs=logits, targets=y)
@@ -35,7 +37,7 @@ import torch
 from torch import nn
 
 from breaklab import METRICS_SCHEMA_VERSION, __version__
-from breaklab.diagnostics import StepDiagnostics, finite_or_none
+from breaklab.diagnostics import StepDiagnostics, finite_or_none, forward_float_max
 from breaklab.early_warnings import EarlyWarnings, parse_stop_on
 from breaklab.graph_memory import LiveGraphs
 from breaklab.layers import ForwardWatch, Layers, discover
@@ -97,8 +99,30 @@ class Monitor:
         self._targets: list[torch.Tensor] = []
         self._closed = False
         self.stopped: str | None = None
+        # The range of the dtype the last training forward pass ran in, seen from inside that pass.
+        self._forward_max: float | None = None
+        self._forward_hook = model.register_forward_hook(self._keep_forward_dtype)
 
     # -- the calls a training loop makes ------------------------------------------------------
+    def before_backward(self) -> None:
+        """Optional: call after optimizer.zero_grad() and before loss.backward(). It records what
+        .grad still holds then (grad_norm_carried: 0 when the loop clears the gradients; null in
+        the steps where it was not called)."""
+        self._check_open()
+        if self._diag is None:
+            self._start()
+        self._diag.before_backward()
+
+    def before_clip(self) -> None:
+        """Optional: call after loss.backward() and before clipping the gradients (and before
+        scaler.unscale_). It records the gradient norm before clipping (grad_norm_pre_clip;
+        null in the steps where it was not called), which growing gradients are judged by:
+        clipping caps grad_norm."""
+        self._check_open()
+        if self._diag is None:
+            self._start()
+        self._diag.before_clip()
+
     def before_step(self) -> None:
         """Call after loss.backward() (and after any clipping), right before optimizer.step()."""
         self._check_open()
@@ -134,7 +158,9 @@ class Monitor:
             seen_outputs = outputs if outputs is not None else self._last_output
             classes_dim = _classes_dim(seen_outputs, targets)
             record = self._diag.after_step(loss=loss.detach(), outputs=seen_outputs, hidden=self._hidden,
-                                           scale=pending["scale"], step_skipped=skipped, classes_dim=classes_dim)
+                                           scale=pending["scale"], step_skipped=skipped, classes_dim=classes_dim,
+                                           forward_max=self._forward_max,
+                                           scaler_enabled=bool(scaler is not None and scaler.is_enabled()))
             batch = _batch_size(targets, seen_outputs, self._hidden)
             self._count_correct(seen_outputs, targets, classes_dim)
         self._hidden = self._last_output = None
@@ -237,6 +263,11 @@ class Monitor:
                   f"last layer {d['last']}, {len(d['batchnorms'])} BatchNorm, {len(d['parameters'])} "
                   f"parameter tensors -> {self.out / 'metrics.jsonl'}", file=sys.stderr, flush=True)
 
+    def _keep_forward_dtype(self, module, args, output) -> None:
+        if torch.is_grad_enabled():
+            param = next(module.parameters(), None)
+            self._forward_max = forward_float_max(param.device.type if param is not None else "cpu")
+
     def _keep_input(self, module, args, output) -> None:
         if torch.is_grad_enabled() and args and isinstance(args[0], torch.Tensor):
             self._hidden = args[0]
@@ -274,6 +305,7 @@ class Monitor:
         for h in self._hooks + ([self._last_hook] if self._last_hook is not None else []):
             h.remove()
         self._hooks, self._last_hook = [], None
+        self._forward_hook.remove()
 
     def _check_open(self) -> None:
         if self._closed:

@@ -42,6 +42,72 @@ REMEDIES: dict[str, Remedy] = {
         "show a grid of inputs with the labels the loss sees: do they match? And check that images and "
         "labels are indexed by the same permutation",
         "index images and labels with the same indices (one loader, one shuffle)"),
+    "no_shuffle": Remedy(
+        "print the labels of the first batches: one class per batch means the data is read in its stored "
+        "(sorted) order",
+        "shuffle the training set every epoch (a new permutation per epoch, or DataLoader(shuffle=True))"),
+    "raw_test_inputs": Remedy(
+        "print the mean and standard deviation of a training batch and a test batch: they should match",
+        "preprocess the test inputs exactly as the training inputs (same normalisation constants)"),
+    "nan_inputs": Remedy(
+        "check torch.isfinite(x).all() for every training batch; find the batch of the first non-finite step",
+        "clean or drop the non-finite inputs before training (and assert finiteness when loading)"),
+    "label_shift": Remedy(
+        "print a few training images with the labels the loss sees next to the test labels of similar digits",
+        "give the loss the dataset's labels unchanged (remove the transformation of the targets)"),
+    "nll_on_logits": Remedy(
+        "print the loss at step 0: ln 10 = 2.30 for a fresh 10-class model; a value near 0 or below 0 means "
+        "nll_loss got raw logits",
+        "use F.cross_entropy on logits (or F.nll_loss on F.log_softmax(logits, dim=1))"),
+    "mse_onehot": Remedy(
+        "print the loss at step 0: a mean squared error against one-hot targets starts near 0.1, a "
+        "cross-entropy at ln 10",
+        "train the classifier with F.cross_entropy(logits, labels)"),
+    "acc_broadcast": Remedy(
+        "print the shapes of the predictions and the labels in the accuracy: (N, 1) against (N,) broadcasts "
+        "to (N, N)",
+        "compare predictions of shape (N,) with labels of shape (N,): logits.argmax(dim=1)"),
+    "softmax_over_batch": Remedy(
+        "print the loss at step 0: ln(batch size) instead of ln 10 means the softmax runs over the batch",
+        "normalise over the classes: log_softmax(logits, dim=1)"),
+    "loss_all_pairs": Remedy(
+        "print the shape of the tensor the loss averages: (N, N) instead of (N,) means every input is "
+        "scored against every label",
+        "pick each example's own label: log_probs[torch.arange(N), y] (or F.cross_entropy)"),
+    "clip_before_unscale": Remedy(
+        "print the gradient norm before and after clipping under AMP: clipping before scaler.unscale_ "
+        "clips the scaled gradients",
+        "call scaler.unscale_(optimizer) before clip_grad_norm_, then scaler.step(optimizer)"),
+    "fp16_overflow": Remedy(
+        "rerun the loss in float32 on the batch of the first non-finite step: finite there means float16 "
+        "overflowed",
+        "compute the loss with F.cross_entropy (it runs in float32 under autocast), not exp/log by hand"),
+    "log_of_softmax_amp": Remedy(
+        "count exact zeros in softmax(logits) under autocast: log(0) = -inf makes the gradients non-finite",
+        "use F.log_softmax (or F.cross_entropy) instead of torch.log(softmax(...))"),
+    "tiny_lr": Remedy(
+        "print optimizer.param_groups[0]['lr'] and run a short learning-rate sweep (x10, x100, x1000)",
+        "give the optimizer the learning rate you asked for"),
+    "zero_init": Remedy(
+        "print the weights' standard deviation after initialisation: 0 means every unit computes the same",
+        "initialise weights randomly (the layer's default or He init), not with zeros"),
+    "frozen_layer": Remedy(
+        "list the parameters with requires_grad False: [n for n, p in model.named_parameters() if not "
+        "p.requires_grad]",
+        "set requires_grad back to True on the layers meant to train"),
+    "layer_not_in_optimizer": Remedy(
+        "compare the optimizer's parameters with the model's: {id(p) for g in optimizer.param_groups for p in "
+        "g['params']} vs model.parameters()",
+        "give the optimizer every parameter: optimizer = SGD(model.parameters(), ...)"),
+    "loss_kept": Remedy(
+        "look at what accumulates across steps: a running total of loss tensors keeps every step's graph",
+        "accumulate numbers: total += loss.item() (or loss.detach())"),
+    "eval_with_grad": Remedy(
+        "check torch.is_grad_enabled() inside the evaluation loop",
+        "evaluate under torch.no_grad() (or torch.inference_mode())"),
+    "resume_without_optimizer_state": Remedy(
+        "compare optimizer.state_dict() right after resuming with the one saved in the checkpoint",
+        "save and load the optimizer's (and scheduler's) state with the model's"),
     "healthy": Remedy("none needed: compare with a run of another seed to see the spread", "none needed"),
     "unknown": Remedy(
         "run `breaklab triage` on this run: it re-runs short experiments (one-batch overfit, loss by hand, "

@@ -154,10 +154,14 @@ OVERSIZED_RISE_STEPS = 2
 
 def oversized_step_harm(steps: Records) -> tuple[Records, float]:
     """What a learning rate far too large does next: the first LOSS_RISE_ONSET_WINDOW steps whose
-    loss is above LOSS_RISE_FACTOR x step 0's (or non-finite), and the largest dead-unit fraction."""
+    loss is above LOSS_RISE_FACTOR x step 0's (or non-finite), and the largest dead-unit fraction
+    (from the activations)."""
     loss0 = steps[0]["loss"]
     above = [r for r in steps[:LOSS_RISE_ONSET_WINDOW] if r.get("loss") is None or r["loss"] > LOSS_RISE_FACTOR * loss0]
-    return above, max((r.get("dead_unit_frac") or 0 for r in steps), default=0)
+    # Dead units from the activations (0 for every example of a batch) where they are logged: a
+    # layer without any gradient is not a layer of dead units.
+    key = "act_first_dead_frac" if any(r.get("act_first_dead_frac") is not None for r in steps) else "dead_unit_frac"
+    return above, max((r.get(key) or 0 for r in steps), default=0)
 
 
 def did_harm(above: Records, dead: float) -> bool:
@@ -205,8 +209,8 @@ def loss_rises_early(steps: Records, window: int = LOSS_RISE_WINDOW) -> Sighting
 
 def grad_norm_grows(steps: Records) -> Sighting | None:
     """The global gradient norm rises at almost every one of the first steps and ends well above
-    its start."""
-    norms = [r.get("grad_norm") for r in steps[:GRAD_GROWTH_WINDOW]]
+    its start. Read before clipping where that was measured: clipping caps the logged norm."""
+    norms = pre_clip_norms(steps[:GRAD_GROWTH_WINDOW])
     if len(norms) < GRAD_GROWTH_WINDOW or None in norms or norms[0] <= 0:
         return None
     rises = sum(b > a for a, b in zip(norms, norms[1:]))
@@ -288,6 +292,187 @@ def oversized_first_update(steps: Records) -> Sighting | None:
     if ratio is None or ratio <= OVERSIZED_FIRST_UPDATE:
         return None
     return {"ratio": ratio}
+
+
+# ---------------------------------------------------------------------------------------------
+# The doctor's rules for the rest of the catalogue (schema 3 fields where they need them).
+# Measured with `python -m breaklab.doctor_calibration` on its calibration runs (docs/DOCTOR.md has
+# the tables): seeds 0-1 x default, --clip-grad 1.0, --amp, batch 128 and seeds 2-3 x batch 32,
+# lr 0.05, --amp --clip-grad 0.5; 1 epoch (2 for the resume entries).
+# ---------------------------------------------------------------------------------------------
+
+# Memory kept across steps: earlier steps' autograd graphs alive (clean 0 at every step, the
+# running sum of loss tensors 62 by the end of one epoch) and autograd bytes saved during an
+# evaluation pass (clean 0, evaluation without no_grad 6.3 MB).
+GRAPHS_ALIVE_MIN = 2
+# A parameter that never changes: its update norm is exactly 0 at every step. With tiny steps
+# float32 rounding alone can leave a small tensor unchanged (clip_before_unscale: bn1.weight, at
+# a median update ratio of 2e-7), so the rule needs steps of normal size elsewhere.
+NEVER_UPDATED_MIN_STEPS = 5
+NORMAL_UPDATE_MEDIAN = 1e-4           # median update ratio; clean 1.5e-3 - 1.5e-2, tiny_lr 2e-5
+# ... and a gradient of its own that is not tiny next to the run's: its largest per-layer norm at
+# least this share of the median global gradient norm (layer left out of the optimizer: its
+# gradient is never cleared and grows to 3-30x the global norm; rounding case: 1e-2).
+OWN_GRADIENT_SHARE = 0.1
+# Hidden units inactive for every example of the batch, from the activations themselves.
+DEAD_ACTIVATIONS_ALL = 0.99           # zero_init: 1.0 at every step; every other run 0 at step 0
+# A loss that goes below zero is not a cross-entropy or a squared error.
+NEGATIVE_LOSS_STEPS = 1
+# The initial loss of a mean squared error between near-zero outputs and one-hot targets over 10
+# classes: 1/10 plus the outputs' variance. Measured 0.115-0.125.
+MSE_ONEHOT_LOSS0 = (0.08, 0.16)
+# Cross-entropy over the batch dimension starts at ln(batch size). Measured: within 1% of ln 64
+# and ln 128; with 10 examples the two are the same number, so the batch must be 2x away from 10.
+BATCH_SOFTMAX_TOLERANCE = 0.05        # |loss0 - ln(batch)| / ln(batch)
+BATCH_SOFTMAX_MIN_RATIO = 2.0         # batch size at least 2x from 10 classes (either way)
+# A learning rate too small to learn: the median update ratio. Measured: lr / 1000 1.5e-5-2.5e-5;
+# every run that learns >= 1.4e-3, scheduler_not_stepped 2e-3.
+TINY_UPDATE_MEDIAN = 2e-4
+# Clipping in the scaled space: the clipped gradient norm is this much below the norm before
+# clipping (unscaled), with a loss scale above 1. Measured: clip_before_unscale 1e-5 (1 / 65536);
+# clean clipped runs >= 0.2.
+CLIP_SCALED_RATIO = 1e-3
+# Steps skipped by a GradScaler (inf/NaN gradients) out of all steps. Measured on the calibration
+# runs: float16 log of a softmax 33-88%; clean float16 runs 0%, every other float16 entry at most
+# 12.7% (summed loss). On the held-out runs lr 0.07 with momentum 0.8 skipped only 22-24%: missed.
+SKIPPED_STEP_SHARE = 0.25
+# The accuracy the loop reports is above 1: it is not an accuracy.
+IMPOSSIBLE_ACCURACY = 1.0
+# Training fits its labels while the test set is scored below chance: the labels of the two
+# disagree. Measured: shifted labels train 0.79-0.80, test 0.01; clean test >= 0.88.
+TRAIN_FITS = 0.5
+BELOW_CHANCE = 0.05
+# Test loss far above the loss of the last training steps while both use one scale, and test
+# accuracy not above the epoch's training accuracy: the test inputs are not what training saw.
+# Measured (calibration runs): raw test inputs 1.97-3.68x, 0.40+ nats above, test accuracy
+# 0.67-0.75 against training's 0.73-0.80; clean runs up to 1.73x and 0.1 nats above (2 epochs,
+# where the training loss is low), and after 1 epoch test accuracy 0.1+ above training's.
+TEST_LOSS_GAP = 1.85
+TEST_LOSS_EXCESS = 0.25
+TEST_ACC_MARGIN = 0.05
+TEST_ABOVE_CHANCE = 0.2               # raw test inputs 0.6-0.82; every label 0 (out of catalogue) 0.1
+TRAIN_TAIL_STEPS = 10
+# One-class batches (no shuffling): some single steps reach a loss far below ln 10 while the
+# epoch's training accuracy stays near chance. Measured (lowest step loss): no shuffle 0 (batch 32)
+# to 1.06 (batch 128, seed 3); shuffled labels and the all-pairs loss >= 2.2.
+ONE_CLASS_BATCH_LOSS = 0.5 * LN10     # 0 - 1.06 with one class per batch; shuffled labels >= 2.2
+ONE_CLASS_MAX_TRAIN_ACC = 0.35        # one class per batch 0.06-0.23; clean runs 0.7+ in one epoch
+# A resumed run that lost the optimizer's state: the step after an epoch boundary moves the
+# weights by a small share of the step before. Measured: 0.02-0.03x; clean 0.9x.
+RESUME_UPDATE_DROP = 0.2
+
+
+def first_layer_acts_all_dead(steps: Records) -> Sighting | None:
+    """Every hidden unit of the first layer is 0 for every example, at every step (from the
+    activations, not the gradients)."""
+    fracs = [r.get("act_first_dead_frac") for r in steps]
+    if not steps or None in fracs or min(fracs) < DEAD_ACTIVATIONS_ALL:
+        return None
+    return {"min": min(fracs), "steps": len(steps)}
+
+
+def dead_activations(steps: Records) -> Sighting | None:
+    """Hidden units that are 0 for every example of the last step's batch (dead ReLUs, measured
+    on the activations: a layer that gets no gradient is not a layer of dead units)."""
+    frac = steps[-1].get("act_first_dead_frac") if steps else None
+    if frac is None or frac <= DEAD_UNIT_FRAC:
+        return None
+    return {"frac": frac}
+
+
+def parameters_never_updated(steps: Records) -> Sighting | None:
+    """Parameter tensors whose update norm is exactly 0 at every step that was not skipped,
+    with how many steps had a gradient for them (update_norm_by_layer, schema 3)."""
+    applied = [r for r in steps if not r.get("step_skipped") and r.get("update_norm_by_layer")]
+    if len(applied) < NEVER_UPDATED_MIN_STEPS:
+        return None
+    names = list(applied[0]["update_norm_by_layer"])
+    frozen = [n for n in names if all(r["update_norm_by_layer"].get(n) == 0.0 for r in applied)]
+    if not frozen or len(frozen) == len(names):
+        return None
+    grads = {n: [(r.get("grad_norm_by_layer") or {}).get(n) for r in applied] for n in frozen}
+    return {"names": frozen, "steps": len(applied), "grads": grads, "of": len(names)}
+
+
+# Gradients left in .grad when the backward pass starts (grad_norm_carried, schema 3): 0 at every
+# step of a loop that clears them; without zero_grad, the previous steps' sum at every step from 1
+# (measured 0.4-1.0x the step's own norm before clipping, with --clip-grad 1.0 too). A parameter
+# the optimizer does not hold keeps its gradient as well (rules.parameters_never_updated).
+CARRIED_STEP_SHARE = 0.9              # of the steps after step 0
+CARRIED_GRAD_SHARE = 0.05             # carried norm / the step's norm before clipping
+
+
+def gradients_carried_over(steps: Records) -> Sighting | None:
+    """On nearly every step after step 0, .grad already held a sizeable gradient when the
+    backward pass started."""
+    later = [r for r in steps[1:] if r.get("grad_norm_carried") is not None]
+    if len(later) < NEVER_UPDATED_MIN_STEPS:
+        return None
+    norms = pre_clip_norms(later)
+    carried = [(r, r["grad_norm_carried"] / n) for r, n in zip(later, norms)
+               if n and r["grad_norm_carried"] >= CARRIED_GRAD_SHARE * n]
+    if len(carried) < CARRIED_STEP_SHARE * len(later):
+        return None
+    values = sorted(r["grad_norm_carried"] for r, _ in carried)
+    shares = sorted(share for _, share in carried)
+    return {"steps": len(carried), "of": len(later), "median": values[len(values) // 2],
+            "share": shares[len(shares) // 2], "onset": carried[0][0]["step"]}
+
+
+# When the loss stays at ln 10, how much gradient reaches the first layer compared with the last
+# (median over steps of the first weight's gradient norm / the last weight's). A loss that pairs
+# every input with every label sends the same gradient to every example's outputs, which
+# BatchNorm's backward pass (it subtracts the batch mean) removes before the first layer:
+# measured 0.02-0.09; labels that carry no signal give each example its own gradient: 0.45-0.79.
+# 0.2 is their geometric middle. The outputs' spread within a batch (logit_max - logit_min) is
+# quoted as corroboration: 1.1-2.4 against 2.2-6.1, which overlap.
+FIRST_TO_LAST_GRAD_RATIO = 0.2
+
+
+def first_to_last_grad_ratio(steps: Records) -> float | None:
+    """Median over steps of the first weight's gradient norm over the last weight's."""
+    ratios = []
+    for r in steps:
+        by_layer = r.get("grad_norm_by_layer") or {}
+        weights = [k for k in by_layer if k.endswith("weight")]
+        if len(weights) < 2 or not by_layer.get(weights[-1]) or by_layer.get(weights[0]) is None:
+            continue
+        ratios.append(by_layer[weights[0]] / by_layer[weights[-1]])
+    return sorted(ratios)[len(ratios) // 2] if ratios else None
+
+
+
+def median_output_spread(steps: Records) -> float | None:
+    spreads = sorted(r["logit_max"] - r["logit_min"] for r in steps
+                     if r.get("logit_max") is not None and r.get("logit_min") is not None)
+    return spreads[len(spreads) // 2] if spreads else None
+
+
+def pre_clip_norms(steps: Records) -> list[float | None]:
+    """The global gradient norm before clipping where it was measured (schema 3), else the logged
+    norm (after clipping when there was any: a growth seen there is real, one capped is missed)."""
+    return [r["grad_norm_pre_clip"] if "grad_norm_pre_clip" in r and r["grad_norm_pre_clip"] is not None
+            else r.get("grad_norm") for r in steps]
+
+
+FLOAT16_MAX = 65504.0                 # the largest float16: forward_float_max under float16 autocast
+
+
+def float16_in_use(steps: Records) -> bool | None:
+    """Whether every step ran its forward pass under float16 autocast (forward_float_max is
+    float16's largest number): True / False as measured, None when the run does not record it
+    (schema < 3, or a step where it was not seen)."""
+    ranges = [r.get("forward_float_max") for r in steps]
+    if not steps or None in ranges:
+        return None
+    return all(v == FLOAT16_MAX for v in ranges)
+
+
+def scaler_state(steps: Records) -> bool | None:
+    """Whether a GradScaler scaled the loss at every step (True), at none (False), mixed or not
+    recorded (None)."""
+    states = {r.get("grad_scaler_enabled") for r in steps}
+    return states.pop() if len(states) == 1 and None not in states else None
 
 
 # The rules by name, with the records each one reads ("steps" or "epochs"). The solutions' rubrics

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from breaklab import METRICS_SCHEMA_VERSION
 from breaklab.canonical_setup import SetupError, load_checkpoint
 
 
@@ -48,18 +49,19 @@ def test_meta_records_provenance(run):
     ds = meta["dataset"]
     assert ds["name"] == "mnist-sample" and ds["train_size"] == 4000 and ds["test_size"] == 1000
     assert len(ds["files"]) == 4 and all(len(v) == 64 for v in ds["files"].values())
-    assert meta["metrics_schema"] == 2
+    assert meta["metrics_schema"] == METRICS_SCHEMA_VERSION == 3
 
 
 @pytest.mark.slow
 def test_metrics_schema_fields(run):
     header = run.records[0]
-    assert header == {"type": "header", "schema": "breaklab.metrics", "version": 2}
+    assert header == {"type": "header", "schema": "breaklab.metrics", "version": 3}
     step = run.steps[0]
     for key in ("step", "epoch", "loss", "lr", "grad_mean", "grad_norm", "grad_norm_by_layer",
                 "zero_grad_frac", "act_first_mean", "act_first_var", "act_last_mean",
                 "act_last_var", "logit_min", "logit_max", "loss_finite", "grads_finite",
-                "loss_graphs_alive"):
+                "loss_graphs_alive", "grad_norm_pre_clip", "grad_norm_carried", "update_norm_by_layer", "forward_float_max",
+                "grad_scaler_enabled"):
         assert key in step, key
     assert set(step["grad_mean"]) == {"fc1.weight", "fc1.bias", "bn1.weight", "bn1.bias",
                                       "fc2.weight", "fc2.bias"}
@@ -68,6 +70,11 @@ def test_metrics_schema_fields(run):
     # The clean loop keeps no earlier step's graph and records none during evaluation.
     assert all(s["loss_graphs_alive"] == 0 for s in run.steps)
     assert all(e["test_autograd_bytes"] == 0 for e in run.epochs)
+    # float32 without a GradScaler, measured per step; no clipping: the norm before it is the same
+    assert all(s["forward_float_max"] == torch.finfo(torch.float32).max and s["grad_scaler_enabled"] is False
+               for s in run.steps)
+    assert all(s["grad_norm_pre_clip"] == pytest.approx(s["grad_norm"], rel=1e-4) for s in run.steps)
+    assert all(s["grad_norm_carried"] == 0.0 for s in run.steps)  # zero_grad(set_to_none=True): nothing left
     # every step is present, in order
     assert [s["step"] for s in run.steps] == list(range(len(run.steps)))
 

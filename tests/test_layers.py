@@ -28,7 +28,7 @@ LAYERS = [
     ("training", ["breaklab.breaks", "breaklab.breaks.*", "breaklab.diagnostics", "breaklab.trainer",
                   "breaklab.layers", "breaklab.graph_memory"]),
     ("measurement and diagnosis", ["breaklab.rules", "breaklab.symptoms", "breaklab.remedies",
-                                   "breaklab.doctor", "breaklab.triage", "breaklab.plots", "breaklab.mystery",
+                                   "breaklab.doctor", "breaklab.doctor_calibration", "breaklab.triage", "breaklab.plots", "breaklab.mystery",
                                    "breaklab.run_summary", "breaklab.hints", "breaklab.early_warnings",
                                    "breaklab.monitor", "breaklab.integrations", "breaklab.integrations.*"]),
     ("submission and grading", ["breaklab.submission", "breaklab.presubmit", "breaklab.grader", "breaklab.grader.*",

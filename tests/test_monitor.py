@@ -250,7 +250,9 @@ def monitored_trainer_loop(out: Path, *, seed: int, epochs: int, amp: bool = Fal
                 with torch.autocast("cpu", dtype=torch.float16, enabled=amp):
                     logits = model(x)
                     loss = F.cross_entropy(logits, y)
+                mon.before_backward()  # what .grad holds before backward, as trainer.py measures it
                 scaler.scale(loss).backward()
+                mon.before_clip()   # the gradient norm before clipping, as trainer.py measures it
                 mon.before_step()   # unscales the gradients itself
                 scaler.step(optimizer)
                 scaler.update()
