@@ -19,13 +19,14 @@ from pathlib import Path
 import pytest
 
 from breaklab.breaks import BREAK_NAMES
-from breaklab.exercises.calibrate import combo_key, eligible
+from breaklab.exercises.generate import combo_key, eligible
 from breaklab.exercises.check import Alignment, _with_regions_put_back, code_lines
 from breaklab.exercises.generate import (ExerciseError, apply_mutations, catalogue, choose,
                                          load_calibration, reference, shows_symptom, write_class,
                                          write_exercise)
-from breaklab.exercises.mutations import MUTATIONS
-from breaklab.exercises.template import VARIANTS, Variant, render
+from breaklab.exercises.variants import VARIANTS, Variant
+from breaklab.solutions.exercise_mutations import MUTATIONS
+from breaklab.solutions.exercise_template import render
 
 ROOT = Path(__file__).resolve().parent.parent
 # Substrings no generated script may hold, in any case; "break" as a word ("breaklab" is fine).
@@ -437,7 +438,7 @@ def test_done_when_new_check_clean_one_fix_reveal(tmp_path):
 
 @pytest.mark.slow
 def test_every_clean_variant_learns_and_runs_the_same_in_one_process(tmp_path):
-    from breaklab.exercises.calibrate import with_seed
+    from breaklab.solutions.exercise_calibrate import with_seed
     from breaklab.exercises.check import matches_clean
     from breaklab.exercises.runner import run_direct
 

@@ -30,7 +30,7 @@ from typing import Any
 
 from breaklab.exercises.generate import (SCRIPT_NAME, ExerciseError, load_calibration, read_key,
                                          reference)
-from breaklab.exercises.template import Variant
+from breaklab.exercises.variants import Variant
 
 DEFAULT_TIMEOUT = 600  # seconds for one sandboxed process (all its trainings); an idle run takes ~15 s
 RATINGS = ((1.0, "all fixed"), (2 / 3, "most"), (0.5, "half"), (0.0, "few"))

@@ -13,15 +13,37 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from breaklab.exercises.mutations import MUTATIONS
-from breaklab.exercises.template import VARIANTS, Script, Variant, render
+from breaklab.exercises.variants import VARIANTS, Variant
+
+
+class ExerciseError(Exception):
+    """A request the generator cannot meet, or a key it cannot read (the message says why)."""
+
+
+# The clean script and the mutations with their fixes are the answers: they live in solutions/,
+# which the course kit leaves out. A kit can check an exercise (the key carries what the check
+# needs) but not make one.
+NO_ANSWERS = ("exercises are generated from a full install of breaklab (this copy has no solutions/, "
+              "as in a course kit); ask your instructor for an exercise folder and its key")
+
+
+def answers():
+    """The mutations (name -> Mutation) and render(), from solutions/; ExerciseError in a kit."""
+    try:
+        from breaklab.solutions.exercise_mutations import MUTATIONS
+        from breaklab.solutions.exercise_template import render
+    except ModuleNotFoundError as e:
+        if not (e.name or "").startswith("breaklab.solutions"):
+            raise
+        raise ExerciseError(NO_ANSWERS) from None
+    return MUTATIONS, render
 
 
 @dataclass
 class Buggy:
     """A clean script with some mutations applied, and where each bug's code now is."""
 
-    clean: Script
+    clean: "Script"  # noqa: F821 (solutions/exercise_template.py)
     lines: list[str]
     bugs: tuple[str, ...]
     spans: dict[str, tuple[int, int]]    # bug -> [start, end) of its buggy line(s) (empty when deleted)
@@ -34,6 +56,7 @@ class Buggy:
 
 def apply_mutations(variant: Variant, bugs: tuple[str, ...] | list[str]) -> Buggy:
     """The variant's clean script with each named mutation applied at its site."""
+    MUTATIONS, render = answers()
     clean = render(variant)
     unknown = [b for b in bugs if b not in MUTATIONS]
     if unknown:
@@ -72,17 +95,14 @@ LEVELS = ("easy", "medium", "hard")
 MIN_BUGS, MAX_BUGS = 1, 4
 
 
-class ExerciseError(Exception):
-    """A request the generator cannot meet, or a key it cannot read (the message says why)."""
-
-
-# What the calibration measured (breaklab/exercises/calibrate.py writes it): which bugs and
+# What the calibration measured (solutions/exercise_calibrate.py writes it): which bugs and
 # combinations of bugs show a symptom in each variant.
 CALIBRATION = Path(__file__).with_name("calibration.json")
 
 
 def eligible(variant: Variant) -> list[str]:
     """The mutations that apply to this variant of the template."""
+    MUTATIONS, _ = answers()
     return [name for name, m in MUTATIONS.items() if m.applies(variant)]
 
 
@@ -97,7 +117,7 @@ def load_calibration() -> dict:
         data = json.loads(CALIBRATION.read_text())
     except (OSError, ValueError) as e:
         raise ExerciseError(f"cannot read {CALIBRATION} ({e}); regenerate it with "
-                            f"`python -m breaklab.exercises.calibrate`") from None
+                            f"`python -m breaklab.solutions.exercise_calibrate`") from None
     return data
 
 
@@ -138,6 +158,7 @@ def catalogue(calibration: dict | None = None) -> Catalogue:
     from itertools import combinations
 
     calibration = calibration or load_calibration()
+    mutations, _ = answers()
     allowed: dict[str, list[tuple[str, ...]]] = {}
     refused: dict[str, dict[tuple[str, ...], str]] = {}
     loud: dict[str, set[str]] = {}
@@ -153,7 +174,7 @@ def catalogue(calibration: dict | None = None) -> Catalogue:
         for k in range(1, MAX_BUGS + 1):
             for combo in combinations(sorted(bugs), k):
                 run = runs.get(combo_key(combo))
-                if run is None and k > 2 and any(MUTATIONS[b].certain for b in combo):
+                if run is None and k > 2 and any(mutations[b].certain for b in combo):
                     continue  # shows by construction (the calibration measured it alone and in pairs)
                 if run is None or not shows_symptom(run, ref, tol):
                     silent[combo] = "not measured" if run is None else (
@@ -218,11 +239,12 @@ def make_key(seed: int, level: str, variant: Variant, buggy: Buggy, created: flo
     """Everything the check and an instructor need; nothing of it goes into the exercise folder."""
     from breaklab.atomic import sha256_bytes
 
+    mutations, _ = answers()
     bugs = []
     for name in sorted(buggy.bugs, key=lambda b: buggy.spans[b]):
         start, end = buggy.spans[name]
         site = buggy.clean.sites[name]
-        mutation = MUTATIONS[name]
+        mutation = mutations[name]
         bugs.append({
             "name": name,
             "line": start + 1,                               # 1-based, in train.py as written
@@ -239,7 +261,7 @@ def make_key(seed: int, level: str, variant: Variant, buggy: Buggy, created: flo
             "script": buggy.text, "clean_script": buggy.clean.text}
 
 
-def clean_region(clean: Script, name: str) -> list[str]:
+def clean_region(clean, name: str) -> list[str]:
     start, end = clean.region(name)
     return clean.lines[start:end]
 
@@ -394,13 +416,16 @@ def write_class(out: Path, roster: Path, seed: int, n_bugs: int = 1, level: str 
 
 
 def _key_is_whole(data: dict) -> bool:
-    """The fields the check reads, with the types it reads them as."""
+    """The fields the check reads, with the types it reads them as (a bug's name must be one of
+    the catalogue's: the key, not the mutations, is what a kit checks against)."""
+    from breaklab.catalogue import names
+
     try:
         Variant.parse(data["variant"])
         ok = isinstance(data["script"], str) and isinstance(data["clean_script"], str)
         for bug in data["bugs"]:
             start, end = bug["region"]
-            ok = ok and bug["name"] in MUTATIONS and isinstance(bug["line"], int) and 0 <= start <= end
+            ok = ok and bug["name"] in names() and isinstance(bug["line"], int) and 0 <= start <= end
             ok = ok and all(isinstance(line, str) for key in ("buggy_lines", "clean_lines", "region_clean_lines")
                             for line in bug[key])
             ok = ok and isinstance(bug["fix"], str) and all(isinstance(q, str) for q in bug["questions"])

@@ -1,4 +1,4 @@
-"""Measure what the generator may produce: `python -m breaklab.exercises.calibrate`.
+"""Measure what the generator may produce: `python -m breaklab.solutions.exercise_calibrate`.
 
 For every variant it runs the clean script at seeds 0-3 (seed 0 is the one every exercise uses;
 1-3 give the seed-to-seed spread the check's tolerance comes from), every bug alone, and every
@@ -23,8 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from breaklab.exercises.generate import CALIBRATION, apply_mutations, combo_key, eligible  # noqa: F401
-from breaklab.exercises.mutations import MUTATIONS
-from breaklab.exercises.template import VARIANTS, Variant
+from breaklab.exercises.variants import VARIANTS, Variant
+from breaklab.solutions.exercise_mutations import MUTATIONS
 
 SPREAD_SEEDS = (1, 2, 3)
 MAX_BUGS = 4
@@ -71,7 +71,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     data = json.loads(args.out.read_text()) if args.out.is_file() else {}
     data["measured_with"] = {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-                             "machine": platform.machine(), "command": "python -m breaklab.exercises.calibrate"}
+                             "machine": platform.machine(), "command": "python -m breaklab.solutions.exercise_calibrate"}
     data.setdefault("variants", {})
     todo = [Variant.parse(n) for n in args.variants if args.redo or n not in data["variants"]]
     with tempfile.TemporaryDirectory(prefix="breaklab-calibrate-") as tmp:

@@ -1,6 +1,6 @@
 """The mutations: one per catalogue bug, each a small rewrite of one line of the clean script.
 
-A mutation names the site it rewrites (a ``#@name`` marker in breaklab/exercises/template.py),
+A mutation names the site it rewrites (a ``#@name`` marker in solutions/exercise_template.py),
 how it rewrites that line (a function of the line and the variant; an empty list deletes it), and
 what the key tells an instructor: the fix in words and two or three probing questions. Adding a
 bug to the exercises is one entry in MUTATIONS plus its site marker in the template.
@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
-from breaklab.exercises.template import Variant
+from breaklab.exercises.variants import Variant
 
 
 @dataclass(frozen=True)
