@@ -1,9 +1,13 @@
-"""The mutations: one per catalogue bug, each a small rewrite of one line of the clean script.
+"""The mutations: one per catalogue bug that a plain script can hold, each a small rewrite of the
+clean script (instructor-only: with the template, the answers of every exercise).
 
-A mutation names the site it rewrites (a ``#@name`` marker in solutions/exercise_template.py),
-how it rewrites that line (a function of the line and the variant; an empty list deletes it), and
-what the key tells an instructor: the fix in words and two or three probing questions. Adding a
-bug to the exercises is one entry in MUTATIONS plus its site marker in the template.
+A mutation is either a rule, which names the site it rewrites (a ``#@name`` marker in
+solutions/exercise_template.py) and rewrites that line as a function of the line and the variant
+(an empty list deletes it), or data: the clean and buggy lines of the break's standalone-script
+mutation, solutions/<break>/mutation.json, found in the rendered script by their text (spacing
+aside) and put in with the script's indentation. Either way the key tells an instructor the fix
+in words and two or three probing questions. The bugs no plain script can hold are in NOT_WOVEN,
+each with the reason.
 
 A mutation that does no measurable harm in some shape (see `applies`) is never put there: every
 bug of an exercise shows a symptom in the run's measurements. Every rewrite keeps the line's
@@ -17,23 +21,36 @@ from dataclasses import dataclass
 from typing import Callable
 
 from breaklab.exercises.variants import Variant
+from breaklab.solutions import SOLUTIONS_DIR
+from breaklab.solutions.exercise_template import Script, render
 
 
 @dataclass(frozen=True)
 class Mutation:
     name: str                                   # the catalogue's name for the bug (`breaklab list`)
-    rewrite: Callable[[str, Variant], list[str]]  # the site line -> the buggy line(s)
+    rewrite: Callable[[str, Variant], list[str]] | None  # the site line -> the buggy line(s); None: data
     fix: str                                    # what the fix is, in words
     questions: tuple[str, ...]                  # probing questions for an interview
     applies: Callable[[Variant], bool] = lambda variant: True  # the shapes where it shows a symptom
     # Why its symptom shows whatever else is wrong, when that holds by construction (then the
     # calibration measures it alone and in pairs, not in every larger combination).
     certain: str | None = None
+    site: str | None = None                     # the marker it rewrites, when not its own name
+    data: tuple[tuple[str, ...], tuple[str, ...]] | None = None  # (clean, buggy) of mutation.json
 
-    def apply(self, line: str, variant: Variant) -> list[str]:
-        new = self.rewrite(line, variant)
-        if new == [line]:
-            raise ValueError(f"mutation {self.name} does not change {line.strip()!r}")
+    def span(self, clean: Script) -> tuple[int, int] | None:
+        """[start, end) of the clean lines this mutation replaces in the script, or None when the
+        script has no such lines."""
+        if self.data is None:
+            site = clean.sites.get(self.site or self.name)
+            return None if site is None else (site, site + 1)
+        return _find_block(clean.lines, *self.data)
+
+    def apply(self, lines: list[str], variant: Variant) -> list[str]:
+        """The buggy lines for the clean lines of its span."""
+        new = self.rewrite(lines[0], variant) if self.data is None else _rewrite_block(lines, *self.data)
+        if new == lines:
+            raise ValueError(f"mutation {self.name} does not change {lines!r}")
         return new
 
 
@@ -123,3 +140,188 @@ MUTATIONS: dict[str, Mutation] = {m.name: m for m in (
          "Which of BatchNorm's buffers change during training, and what would you expect them to read?",
          "Where in a training loop do model.train() and model.eval() belong?")),
 )}
+
+
+# ============================================================================
+# The later catalogue bugs: their mutation is data (solutions/<break>/mutation.json)
+# ============================================================================
+
+def _strip(lines) -> list[str]:
+    return [line.strip() for line in lines]
+
+
+def _changed_part(clean, buggy) -> tuple[int, int]:
+    """How many leading and trailing lines the clean and buggy blocks share (context lines)."""
+    a, b = _strip(clean), _strip(buggy)
+    prefix = 0
+    while prefix < min(len(a), len(b)) and a[prefix] == b[prefix]:
+        prefix += 1
+    suffix = 0
+    while suffix < min(len(a), len(b)) - prefix and a[-1 - suffix] == b[-1 - suffix]:
+        suffix += 1
+    return prefix, suffix
+
+
+def _find_block(lines: list[str], clean, buggy) -> tuple[int, int] | None:
+    """Where the clean block stands in the script (one place, or none), narrowed to the lines the
+    mutation changes; an insertion's span is the line it follows, which it keeps."""
+    wanted, have = _strip(clean), _strip(lines)
+    found = [i for i in range(len(have) - len(wanted) + 1) if have[i:i + len(wanted)] == wanted]
+    if not found:
+        return None
+    if len(found) > 1:
+        raise ValueError(f"{wanted[0]!r}: the clean block stands {len(found)} times in the script")
+    prefix, suffix = _changed_part(clean, buggy)
+    start, end = found[0] + prefix, found[0] + len(wanted) - suffix
+    if start == end:  # a pure insertion after the shared line
+        if prefix == 0:
+            raise ValueError(f"{wanted!r}: an insertion needs the line before it")
+        start -= 1
+    return start, end
+
+
+def _rewrite_block(lines: list[str], clean, buggy) -> list[str]:
+    """The buggy lines for `lines` (the script's copy of the changed clean lines), indented as the
+    script indents them."""
+    prefix, suffix = _changed_part(clean, buggy)
+    inserted = prefix + suffix == len(clean)
+    reference = clean[prefix - 1] if inserted else clean[prefix]
+    shift = len(_indent(lines[0])) - len(_indent(reference))
+    new = [" " * (len(_indent(line)) + shift) + line.strip() for line in buggy[prefix:len(buggy) - suffix]]
+    return [lines[0], *new] if inserted else new
+
+
+def _divided_by_1000(line: str, variant: Variant) -> list[str]:
+    """LR = 0.05 -> LR = 0.05e-3; LR = 1e-3 -> LR = 1e-6: a slipped exponent, in the line's style."""
+    name, value = line.split(" = ")
+    if "e-" in value:
+        mantissa, exponent = value.split("e-")
+        return [f"{name} = {mantissa}e-{int(exponent) + 3}"]
+    return [f"{name} = {value}e-3"]
+
+
+def _mutation_data(name: str) -> tuple[tuple[str, ...], tuple[str, ...], str]:
+    import json
+
+    data = json.loads((SOLUTIONS_DIR / name / "mutation.json").read_text())
+    return tuple(data["clean"]), tuple(data["buggy"]), data["fix"]
+
+
+def _in_script(name: str, needs: Callable[[Variant], bool] = lambda variant: True) -> Callable[[Variant], bool]:
+    """Applies where `needs` holds and the variant's clean script has the mutation's clean lines."""
+    def applies(variant: Variant) -> bool:
+        clean, buggy, _ = _mutation_data(name)
+        return needs(variant) and _find_block(render(variant).lines, clean, buggy) is not None
+    return applies
+
+
+def _from_data(name: str, questions: tuple[str, ...], needs: Callable[[Variant], bool] = lambda variant: True,
+               certain: str | None = None, buggy: tuple[str, ...] | None = None) -> Mutation:
+    """The mutation of mutation.json; `buggy` replaces its buggy lines where they do not fit the
+    script's style (a line over 100 characters)."""
+    clean, data_buggy, fix = _mutation_data(name)
+    return Mutation(name, None, fix, questions, _in_script(name, needs), certain, data=(clean, buggy or data_buggy))
+
+
+LATER = (
+    _from_data("acc_broadcast", (
+        "The test loss falls like a healthy run's while the accuracy reads about 0.10: which number "
+        "would you trust, and why?",
+        "What shape does logits.argmax(dim=1, keepdim=True) have, and what does comparing it with "
+        "labels of shape (N,) give?",
+        "How would you test an accuracy function on a batch whose answer you know?"),
+        certain="the accuracy compares an (N, 1) tensor with an (N,) one: it reads about 0.10 whatever "
+                "the model predicts"),
+    _from_data("fp16_overflow", (
+        "What is the largest number float16 holds, and how large must a logit be for exp() to pass it?",
+        "Why do F.cross_entropy and torch.logsumexp not overflow where exp().sum().log() does?",
+        "What does a GradScaler do with a step whose gradients hold inf or NaN?"),
+        needs=lambda variant: variant.amp),
+    _from_data("frozen_layer", (
+        "Which layer's gradient is exactly zero at every step, and what can cause that?",
+        "How do you list the parameters that will actually be trained?",
+        "When is freezing a layer useful on purpose, and how would you check it took effect?"),
+        needs=lambda variant: variant.model == "mlp"),
+    _from_data("label_shift", (
+        "Training accuracy is high and test accuracy below chance: what must differ between the splits?",
+        "How would you check, for a few examples, that the label the model trains on matches the image?",
+        "What does an accuracy below chance, rather than at chance, tell you?")),
+    _from_data("layer_not_in_optimizer", (
+        "Which parameters does the optimizer hold, and how do you compare them with model.parameters()?",
+        "What happens to the .grad of a parameter that optimizer.zero_grad() never clears?",
+        "Why does the model still learn something while one layer is never updated?"),
+        needs=lambda variant: variant.model == "mlp",
+        buggy=("    params = [*model.bn1.parameters(), *model.fc2.parameters()]",
+               "    optimizer = torch.optim.SGD(params, lr=LR, momentum=0.9)")),
+    _from_data("log_of_softmax_amp", (
+        "Why is torch.log(F.softmax(x)) less stable than F.log_softmax(x), and why does float16 make it "
+        "worse?",
+        "What does the GradScaler's scale do over the run, and what does a falling scale mean?",
+        "How many optimizer steps were skipped, and how would you find out?"),
+        needs=lambda variant: variant.amp),
+    _from_data("loss_all_pairs", (
+        "What shape does log_probs[:, labels] have for a batch of 64, and what does its mean average over?",
+        "The loss stays at ln 10 = 2.30: what does that say about what the model learned?",
+        "How would you check a hand-written loss against F.cross_entropy on one batch?")),
+    _from_data("mse_onehot", (
+        "What loss does an untrained 10-class classifier have under cross-entropy, and what did this run "
+        "log at step 0?",
+        "Why is a squared error on one-hot targets a poor objective for classification?",
+        "How large do the outputs get, and what would cross-entropy push them towards?")),
+    _from_data("nll_on_logits", (
+        "What input does nn.NLLLoss expect, and what does it compute from it?",
+        "The loss goes negative and keeps falling: what lower bound should a classification loss have?",
+        "How large do the logits grow, and why?")),
+    _from_data("no_shuffle", (
+        "The sample is stored sorted by digit: what does each training batch hold without shuffling?",
+        "Why can the batch loss be near zero while the test accuracy is at chance?",
+        "How would you check the mix of classes in a few training batches?")),
+    _from_data("raw_test_inputs", (
+        "Training accuracy is high and test accuracy far lower: what differs in how the two splits reach "
+        "the model?",
+        "What mean and standard deviation do the training and the test inputs have, as the model sees them?",
+        "Where should preprocessing live so that every split gets the same?")),
+    _from_data("softmax_over_batch", (
+        "Over which dimension should log_softmax normalise, and what does dim=0 normalise over instead?",
+        "The first loss is about 4.16 = ln 64: what does that number point at?",
+        "Why does the model still learn a little with this loss?")),
+    Mutation(
+        "tiny_lr", _divided_by_1000,
+        "the learning rate is 1000 times too small: restore it (0.05 for SGD with momentum, 1e-3 for Adam)",
+        ("How large is the first update compared with the weights it changes?",
+         "The loss falls, but slowly: how do you tell a learning rate that is too small from a hard problem?",
+         "What does a short learning-rate sweep show?"),
+        site="huge_lr"),
+    _from_data("zero_init", (
+        "What does every hidden unit compute when all weights start at zero, and what gradient does each get?",
+        "Why does a network need random initial weights?",
+        "Which measurement shows that no hidden unit ever activates?"),
+        needs=lambda variant: variant.model == "mlp"),
+    _from_data("loss_kept", (
+        "What does total_loss hold after a few steps, and what keeps each step's graph alive?",
+        "How does memory grow over an epoch, and how would you measure it?",
+        "Where is .item() (or .detach()) needed in a training loop, and why?")),
+)
+MUTATIONS.update({m.name: m for m in LATER})
+
+# The catalogue's other bugs, and why no plain exercise script holds them. (The controls do no harm
+# by design: an exercise's every bug shows a symptom, so they are never put in.)
+NOT_WOVEN = {
+    "clip_before_unscale": "the script clips no gradient: there is no clipping line to move before the unscale",
+    "scheduler_not_stepped": "the script has no learning-rate scheduler to leave unstepped",
+    "resume_without_optimizer_state": "the script neither saves a checkpoint nor resumes from one",
+    "resume_without_rng_state": "the script neither saves a checkpoint nor resumes from one",
+    "nan_inputs": "the bundled sample holds no blank image, so the per-image normalisation of its "
+                  "mutation.json divides by zero nowhere; a script would have to plant NaN pixels on purpose",
+    "eval_with_grad": "evaluate() runs outside the Monitor: nothing the script records shows the memory "
+                      "autograd keeps there, so neither the learner's run nor the check could see it",
+    "test_leak": "its symptom is a test accuracy above the clean run's, which the doctor does not read: "
+                 "the check could not tell the bug fixed from left in",
+}
+
+# The bugs whose every combination of 2-4 the calibration measured (about 15 minutes of CPU for the
+# eight shapes). The later ones are measured alone; a combination with one of them is "not
+# measured", so refused, until `python -m breaklab.solutions.exercise_calibrate --all-combinations`
+# (every pair of 20 bugs in 8 shapes: hours of CPU) measures it.
+MEASURED_IN_COMBINATION = ("label_permute", "huge_lr", "missing_zero_grad", "loss_sum", "amp_no_scaling",
+                           "double_softmax", "eval_mode")
