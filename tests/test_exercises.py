@@ -34,27 +34,34 @@ GIVEAWAYS = [*BREAK_NAMES, "bug", "hook", "fix", "mutat", "wrong", "todo", "xxx"
 
 
 def every_combination():
+    """Every script the generator can write: each bug alone in every shape where it is put, and
+    every combination the calibration allows."""
+    cat = catalogue()
     for variant in VARIANTS:
-        bugs = eligible(variant)
-        for k in range(0, 5):
-            for combo in itertools.combinations(bugs, k):
+        yield variant, ()
+        for bug in eligible(variant):
+            yield variant, (bug,)
+        for combo in cat.allowed.get(variant.name, []):
+            if len(combo) > 1:
                 yield variant, combo
 
 
-FIRST_SEVEN = ["amp_no_scaling", "double_softmax", "eval_mode", "huge_lr", "label_permute", "loss_sum",
-               "missing_zero_grad"]
+def test_every_catalogue_bug_is_woven_or_left_out_with_a_reason():
+    """Every bug of the catalogue that a plain script can hold is a mutation; the others are in
+    NOT_WOVEN with the reason; controls (no harm by design) are neither."""
+    from breaklab.catalogue import names
+    from breaklab.solutions.exercise_mutations import NOT_WOVEN
 
-
-def test_the_seven_catalogue_bugs_each_have_one_mutation():
-    """The generator weaves the catalogue's first seven bugs (the later ones carry their mutation as
-    data in solutions/<break>/mutation.json, not yet woven into the template)."""
-    assert sorted(MUTATIONS) == FIRST_SEVEN and set(MUTATIONS) <= set(BREAK_NAMES)
+    bugs, controls = set(names(controls=False)), set(names()) - set(names(controls=False))
+    assert set(MUTATIONS) | set(NOT_WOVEN) == bugs, bugs ^ (set(MUTATIONS) | set(NOT_WOVEN))
+    assert not set(MUTATIONS) & set(NOT_WOVEN) and not controls & (set(MUTATIONS) | set(NOT_WOVEN))
+    assert all(len(why) > 30 for why in NOT_WOVEN.values())
+    assert len(MUTATIONS) >= 20
     for variant in VARIANTS:
-        script = render(variant)
-        assert sorted(script.sites) == FIRST_SEVEN, variant.name
-        # each bug is possible in six of the seven: float16 masks a missing zero_grad, and the
-        # CNN's convolutions do not underflow without a loss scale
-        assert len(eligible(variant)) == 6
+        assert sorted(render(variant).sites) == FIRST_SEVEN, variant.name
+        assert len(eligible(variant)) >= 10, variant.name
+    for name in MUTATIONS:  # each bug has a shape to go in
+        assert any(name in eligible(v) for v in VARIANTS), name
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: v.name)
@@ -79,7 +86,8 @@ def _pyflakes(text: str) -> list[str]:
 
 def test_no_generated_script_gives_a_bug_away():
     """Every script the generator can make: no catalogue name, no bug/hook/fix words, no unused
-    name or import, no odd line; and it differs from its clean script in the mutated lines only."""
+    name or import, no odd line; and it differs from its clean script in the mutated lines only
+    (a mutation that adds lines keeps the line they follow: the diff is an insertion there)."""
     for variant, combo in every_combination():
         buggy = apply_mutations(variant, combo)
         text = buggy.text
@@ -90,7 +98,7 @@ def test_no_generated_script_gives_a_bug_away():
         assert _pyflakes(text) == [], (variant.name, combo, _pyflakes(text))
         assert max(len(line) for line in buggy.lines) <= 100
         assert all(line == line.rstrip() for line in buggy.lines)
-        # the diff against the clean script: exactly the mutated lines
+        # the diff against the clean script: within the mutated lines, and something in each
         clean = buggy.clean
         changed_clean, changed_buggy = set(), set()
         for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, clean.lines, buggy.lines,
@@ -98,13 +106,15 @@ def test_no_generated_script_gives_a_bug_away():
             if tag != "equal":
                 changed_clean.update(range(i1, i2))
                 changed_buggy.update(range(j1, j2))
-        assert changed_clean == {clean.sites[b] for b in combo}, (variant.name, combo)
-        assert changed_buggy == {i for b in combo for i in range(*buggy.spans[b])}, (variant.name, combo)
-        # the mutated lines keep the indentation of the line they replace
+        assert changed_clean <= {i for b in combo for i in range(*buggy.clean_spans[b])}, (variant.name, combo)
+        assert changed_buggy <= {i for b in combo for i in range(*buggy.spans[b])}, (variant.name, combo)
         for b in combo:
-            site = clean.lines[clean.sites[b]]
-            for line in buggy.lines[slice(*buggy.spans[b])]:
-                assert line[:len(line) - len(line.lstrip())] == site[:len(site) - len(site.lstrip())]
+            assert buggy.lines[slice(*buggy.spans[b])] != clean.lines[slice(*buggy.clean_spans[b])], (variant.name, b)
+            # the mutated lines start at the indentation of the line they replace
+            site = clean.lines[buggy.clean_spans[b][0]]
+            new = buggy.lines[slice(*buggy.spans[b])]
+            if new:
+                assert new[0][:len(new[0]) - len(new[0].lstrip())] == site[:len(site) - len(site.lstrip())]
 
 
 def test_variants_differ_in_model_optimizer_and_batching():
@@ -128,12 +138,24 @@ def calibration():
 
 
 def test_calibration_covers_every_variant_and_combination(calibration):
-    for variant, combo in every_combination():
+    """Every bug alone in every shape where it is put; every combination of the bugs measured in
+    combination (less the ones with a bug that shows by construction, past pairs)."""
+    from breaklab.exercises.generate import combinable
+    from breaklab.solutions.exercise_mutations import MEASURED_IN_COMBINATION
+
+    for variant in VARIANTS:
         runs = calibration["variants"][variant.name]["runs"]
-        if not combo or (len(combo) > 2 and "label_permute" in combo):
-            continue  # at chance by construction: measured alone and in pairs (next test)
-        assert combo_key(combo) in runs, (variant.name, combo)
-        assert runs[combo_key(combo)]["steps"] == 189 or not runs[combo_key(combo)]["ok"]
+        bugs = eligible(variant)
+        for bug in bugs:
+            assert bug in runs, (variant.name, bug)
+        mixed = [b for b in bugs if b in MEASURED_IN_COMBINATION]
+        for k in range(2, 5):
+            for combo in itertools.combinations(mixed, k):
+                if (k > 2 and any(MUTATIONS[b].certain for b in combo)) or not combinable(variant, combo):
+                    continue
+                assert combo_key(combo) in runs, (variant.name, combo)
+        for key in runs:
+            assert runs[key]["steps"] == 189 or not runs[key]["ok"], (variant.name, key)
 
 
 def test_shuffled_labels_leave_every_measured_run_at_chance(calibration):
@@ -143,7 +165,7 @@ def test_shuffled_labels_leave_every_measured_run_at_chance(calibration):
     for variant in VARIANTS:
         runs = calibration["variants"][variant.name]["runs"]
         measured = [k for k in runs if "label_permute" in k.split("+")]
-        assert len(measured) == 6
+        assert len(measured) == len([b for b in eligible(variant) if b in FIRST_SEVEN])
         for k in measured:
             assert runs[k]["test_acc"] < 0.2, (variant.name, k, runs[k])
 
@@ -173,8 +195,8 @@ def test_allowed_combinations_show_a_symptom_in_every_part(calibration):
         for combo in cat.allowed[variant.name]:
             for k in range(1, len(combo) + 1):
                 for part in itertools.combinations(combo, k):
-                    if combo_key(part) not in runs:  # three or more with shuffled labels: at chance
-                        assert k > 2 and "label_permute" in part
+                    if combo_key(part) not in runs:  # three or more with a bug that shows by construction
+                        assert k > 2 and any(MUTATIONS[b].certain for b in part)
                         continue
                     assert shows_symptom(runs[combo_key(part)], ref, tol), (variant.name, combo, part)
         for combo, why in cat.refused[variant.name].items():
@@ -198,6 +220,20 @@ def test_a_combination_that_looks_healthy_is_refused_with_everything_above_it(ca
     for seed in range(30):
         variant, bugs = choose(seed, 2, "medium", cat)
         assert not (variant.name == "mlp-adam-index" and bugs == ("eval_mode", "loss_sum"))
+
+
+def test_bugs_of_one_line_and_unmeasured_combinations_are_refused(calibration):
+    """Two rewrites of one line cannot be combined; a combination nobody measured is refused (the
+    later bugs come alone until their combinations are measured)."""
+    cat = catalogue(calibration)
+    refused = cat.refused["mlp-sgd-loader"]
+    assert "changes one line twice" in refused[("huge_lr", "tiny_lr")]
+    assert refused[("label_shift", "loss_sum")] == "not measured"
+    assert "label_shift+loss_sum not measured" == refused[("eval_mode", "label_shift", "loss_sum")]
+    with pytest.raises(ValueError, match="same lines"):
+        apply_mutations(Variant.parse("mlp-sgd-loader"), ("huge_lr", "tiny_lr"))
+    singles = {c[0] for v in VARIANTS for c in cat.allowed[v.name] if len(c) == 1}
+    assert len(singles) >= 18  # every woven bug comes as a one-bug exercise somewhere
 
 
 def test_choice_is_a_function_of_the_seed_and_meets_the_request():
