@@ -236,7 +236,8 @@ LATER = (
         "What is the largest number float16 holds, and how large must a logit be for exp() to pass it?",
         "Why do F.cross_entropy and torch.logsumexp not overflow where exp().sum().log() does?",
         "What does a GradScaler do with a step whose gradients hold inf or NaN?"),
-        needs=lambda variant: variant.amp),
+        # measured: with Adam no symptom (test accuracy 0.936-0.937, the doctor calls it healthy)
+        needs=lambda variant: variant.amp and variant.optimizer == "sgd"),
     _from_data("frozen_layer", (
         "Which layer's gradient is exactly zero at every step, and what can cause that?",
         "How do you list the parameters that will actually be trained?",
@@ -258,24 +259,16 @@ LATER = (
         "worse?",
         "What does the GradScaler's scale do over the run, and what does a falling scale mean?",
         "How many optimizer steps were skipped, and how would you find out?"),
-        needs=lambda variant: variant.amp),
+        # measured: with Adam no symptom (test accuracy 0.933-0.941, the doctor calls it healthy)
+        needs=lambda variant: variant.optimizer == "sgd" and variant.amp),
     _from_data("loss_all_pairs", (
         "What shape does log_probs[:, labels] have for a batch of 64, and what does its mean average over?",
         "The loss stays at ln 10 = 2.30: what does that say about what the model learned?",
         "How would you check a hand-written loss against F.cross_entropy on one batch?")),
-    _from_data("mse_onehot", (
-        "What loss does an untrained 10-class classifier have under cross-entropy, and what did this run "
-        "log at step 0?",
-        "Why is a squared error on one-hot targets a poor objective for classification?",
-        "How large do the outputs get, and what would cross-entropy push them towards?")),
     _from_data("nll_on_logits", (
         "What input does nn.NLLLoss expect, and what does it compute from it?",
         "The loss goes negative and keeps falling: what lower bound should a classification loss have?",
         "How large do the logits grow, and why?")),
-    _from_data("no_shuffle", (
-        "The sample is stored sorted by digit: what does each training batch hold without shuffling?",
-        "Why can the batch loss be near zero while the test accuracy is at chance?",
-        "How would you check the mix of classes in a few training batches?")),
     _from_data("raw_test_inputs", (
         "Training accuracy is high and test accuracy far lower: what differs in how the two splits reach "
         "the model?",
@@ -297,10 +290,6 @@ LATER = (
         "Why does a network need random initial weights?",
         "Which measurement shows that no hidden unit ever activates?"),
         needs=lambda variant: variant.model == "mlp"),
-    _from_data("loss_kept", (
-        "What does total_loss hold after a few steps, and what keeps each step's graph alive?",
-        "How does memory grow over an epoch, and how would you measure it?",
-        "Where is .item() (or .detach()) needed in a training loop, and why?")),
 )
 MUTATIONS.update({m.name: m for m in LATER})
 
@@ -317,6 +306,13 @@ NOT_WOVEN = {
                       "autograd keeps there, so neither the learner's run nor the check could see it",
     "test_leak": "its symptom is a test accuracy above the clean run's, which the doctor does not read: "
                  "the check could not tell the bug fixed from left in",
+    # Put in and measured (breaklab/exercises/calibration.json keeps the runs), no symptom:
+    "no_shuffle": "load_mnist shuffles each split once as it loads it, so unshuffled batches still mix "
+                  "every class: measured, test accuracy 0.938-0.949 and a healthy doctor in the loader shapes",
+    "mse_onehot": "measured, a healthy doctor in every shape and a test accuracy of 0.919-0.945 against the "
+                  "clean 0.937-0.957: past the tolerance in 2 of 8 shapes by at most 0.004, too close to count on",
+    "loss_kept": "the Monitor records loss_graphs_alive, but the doctor does not read it and the accuracy "
+                 "is the clean run's (measured in every shape): the check could not tell it fixed",
 }
 
 # The bugs whose every combination of 2-4 the calibration measured (about 15 minutes of CPU for the
