@@ -315,17 +315,16 @@ def mutation_lines() -> set[str]:
     for variant in VARIANTS:
         for bug in eligible(variant):
             buggy = apply_mutations(variant, (bug,))
-            start, end = buggy.spans[bug]
-            site = buggy.clean.sites[bug]
-            lines.update(line.strip() for line in buggy.lines[start:end])
-            lines.update(line.strip() for line in buggy.clean.lines[site:site + buggy.clean_extent(bug)])
+            lines.update(line.strip() for line in buggy.lines[slice(*buggy.spans[bug])])
+            lines.update(line.strip() for line in buggy.clean.lines[slice(*buggy.clean_spans[bug])])
     return {line for line in lines if line}
 
 
 def assert_kit_holds_no_exercise_answer(kit: Path) -> None:
     """The kit cannot make an exercise (one line says why), and no file of it holds a mutation's
-    clean or buggy line, except the plain lines the course's own clean code also has for its own
-    reasons (model.train(), optimizer.zero_grad(): breaks/base.py and examples/ hold them)."""
+    clean or buggy line, except the lines the course's own training code has for its own reasons:
+    trainer.py and examples/ are clean PyTorch (model.train(), optimizer.zero_grad()), and each
+    break module in breaks/ carries its own bug by design (the kit's other exercise)."""
     new = subprocess.run([sys.executable, "-m", "breaklab", "exercise", "new", "--seed", "1", "--out",
                           str(kit.parent / "ex"), "--key", str(kit.parent / "ex.key")], cwd=kit,
                          env={**os.environ, "PYTHONPATH": str(kit)}, capture_output=True, text=True, timeout=120)
@@ -335,9 +334,10 @@ def assert_kit_holds_no_exercise_answer(kit: Path) -> None:
     texts = {p.relative_to(kit).as_posix(): p.read_text(errors="replace")
              for p in kit.rglob("*") if p.is_file() and ".git" not in p.parts}
     plain_code = "\n".join(text for name, text in texts.items()
-                           if name == "breaks/base.py" or name.startswith("examples/"))
+                           if name == "trainer.py" or name.startswith(("breaks/", "examples/")))
     lines = mutation_lines()
-    assert len(lines) > 10
+    assert len(lines) > 40
+    assert sum(line not in plain_code for line in lines) > 35  # most are the exercises' own
     for line in sorted(lines):
         if line in plain_code:
             continue
