@@ -152,6 +152,54 @@ def test_rewriting_everything_locates_every_bug_and_earns_little():
     assert share_all < 0.25, why
 
 
+class _Sub:
+    """Just what the reproducibility rule reads of an opened submission."""
+
+    def __init__(self, metrics: bytes, env: dict):
+        self.manifest = {"env": env}
+        self._metrics = metrics
+
+    def read_bytes(self, name: str) -> bytes:
+        assert name == "run/metrics.jsonl"
+        return self._metrics
+
+
+def _records(losses, acc) -> bytes:
+    steps = [{"type": "step", "step": i, "loss": loss} for i, loss in enumerate(losses)]
+    return "".join(json.dumps(r) + "\n" for r in [*steps, {"type": "epoch", "epoch": 0, "test_acc": acc}]).encode()
+
+
+def test_reproducibility_is_the_same_bytes_or_another_cpus_tolerance(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import breaklab.exercises.submit as submit
+    from breaklab.grader.exercise import ExerciseGrader
+
+    import breaklab.grader.exercise as exercise
+
+    here = {"python": "3.11", "torch": "2.14.1", "cpu_capability": "AVX512", "threads": 1}
+    monkeypatch.setattr(submit, "environment", lambda: here)
+    # the records here are the few fields the rule reads, not a whole schema-valid run
+    monkeypatch.setattr(exercise, "parse_records", lambda data: [json.loads(line) for line in data.splitlines()])
+    grader = ExerciseGrader(repo=tmp_path, out=tmp_path / "g", key_path=tmp_path / "k")
+    ran = SimpleNamespace(ok=True, steps=5, test_acc=0.9, error=None)
+    mine = _records([2.3, 2.0, 1.5, 1.2, 1.0, 0.8, 0.7], 0.9)
+
+    def points(submitted: bytes, env: dict, outcome=ran) -> dict:
+        return {c.name: c.points for c in grader._reproducibility(_Sub(submitted, env), outcome, mine)}
+
+    assert points(mine, here) == {"script_reruns": 10, "script_metrics": 25}
+    other = _records([2.3, 2.0, 1.5, 1.2, 1.0, 0.8, 0.6], 0.9)  # the same environment, other numbers
+    assert points(other, here) == {"script_reruns": 10, "script_metrics": 0}
+    avx2 = {**here, "cpu_capability": "AVX2"}
+    close = _records([2.3 * (1 + 1e-6), 2.0, 1.5, 1.2, 1.0, 0.81, 0.69], 0.905)  # another CPU's last bits
+    assert points(close, avx2) == {"script_reruns": 10, "script_metrics": 25}
+    far = _records([2.5, 2.0, 1.5, 1.2, 1.0, 0.8, 0.7], 0.9)
+    assert points(far, avx2) == {"script_reruns": 10, "script_metrics": 0}
+    failed = SimpleNamespace(ok=False, steps=0, test_acc=None, error="SyntaxError: invalid syntax")
+    assert points(mine, here, failed) == {"script_reruns": 0, "script_metrics": 0}
+
+
 # ---------------------------------------------------------------------------------------------
 # Slow: one exercise with two bugs, one fixed, submitted and graded end to end (1 epoch)
 # ---------------------------------------------------------------------------------------------
@@ -201,7 +249,10 @@ def test_an_exercise_with_one_of_two_bugs_fixed_earns_its_points(tmp_path):
     r = runner.invoke(cli, ["submit", "--exercise", str(folder), "--report", str(report), "--student", "alice",
                             "--tarball", str(tmp_path / "inbox" / "alice.tgz")], env=env)
     assert r.exit_code == 0, r.output
-    assert (tmp_path / "inbox" / "alice.tgz.sha256").is_file()
+    digest = (tmp_path / "inbox" / "alice.tgz.sha256").read_text().split()[0]
+    again = runner.invoke(cli, ["submit", "--exercise", str(folder), "--report", str(report), "--student", "alice",
+                                "--tarball", str(tmp_path / "again.tgz")], env=env)
+    assert again.exit_code == 0 and (tmp_path / "again.tgz.sha256").read_text().split()[0] == digest
 
     r = runner.invoke(cli, ["grade", str(tmp_path / "inbox"), "--exercise-key", str(key_path),
                             "--out", str(tmp_path / "grades"), "--no-plots"], env=env)
