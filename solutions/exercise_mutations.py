@@ -6,8 +6,8 @@ solutions/exercise_template.py) and rewrites that line as a function of the line
 (an empty list deletes it), or data: the clean and buggy lines of the break's standalone-script
 mutation, solutions/<break>/mutation.json, found in the rendered script by their text (spacing
 aside) and put in with the script's indentation. Either way the key tells an instructor the fix
-in words and two or three probing questions. The bugs no plain script can hold are in NOT_WOVEN,
-each with the reason.
+in words and two or three probing questions. The catalogue's other bugs (no place in a plain
+script, or no symptom the check can see, measured) are in NOT_WOVEN, each with the reason.
 
 A mutation that does no measurable harm in some shape (see `applies`) is never put there: every
 bug of an exercise shows a symptom in the run's measurements. Every rewrite keeps the line's
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable
 
 from breaklab.exercises.variants import Variant
@@ -200,6 +201,7 @@ def _divided_by_1000(line: str, variant: Variant) -> list[str]:
     return [f"{name} = {value}e-3"]
 
 
+@lru_cache(maxsize=None)
 def _mutation_data(name: str) -> tuple[tuple[str, ...], tuple[str, ...], str]:
     import json
 
@@ -210,9 +212,14 @@ def _mutation_data(name: str) -> tuple[tuple[str, ...], tuple[str, ...], str]:
 def _in_script(name: str, needs: Callable[[Variant], bool] = lambda variant: True) -> Callable[[Variant], bool]:
     """Applies where `needs` holds and the variant's clean script has the mutation's clean lines."""
     def applies(variant: Variant) -> bool:
-        clean, buggy, _ = _mutation_data(name)
-        return needs(variant) and _find_block(render(variant).lines, clean, buggy) is not None
+        return needs(variant) and _has_block(name, variant)
     return applies
+
+
+@lru_cache(maxsize=None)
+def _has_block(name: str, variant: Variant) -> bool:
+    clean, buggy, _ = _mutation_data(name)
+    return _find_block(render(variant).lines, clean, buggy) is not None
 
 
 def _from_data(name: str, questions: tuple[str, ...], needs: Callable[[Variant], bool] = lambda variant: True,

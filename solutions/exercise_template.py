@@ -200,12 +200,6 @@ class Script:
     def text(self) -> str:
         return "\n".join(self.lines) + "\n"
 
-    def region(self, name: str) -> tuple[int, int]:
-        """The span of lines where a fix of `name` may be written: its region, else its site."""
-        if name in self.regions:
-            return self.regions[name]
-        return self.sites[name], self.sites[name] + 1
-
 
 def render(variant: Variant) -> Script:
     """The clean script of one variant, with the positions of every site and region."""

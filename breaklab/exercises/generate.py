@@ -29,14 +29,20 @@ NO_ANSWERS = ("exercises are generated from a full install of breaklab (this cop
 
 def answers():
     """The mutations (name -> Mutation) and render(), from solutions/; ExerciseError in a kit."""
+    import breaklab
+
     try:
-        from breaklab.solutions.exercise_mutations import MUTATIONS
+        from breaklab.solutions import exercise_mutations
         from breaklab.solutions.exercise_template import render
     except ModuleNotFoundError as e:
         if not (e.name or "").startswith("breaklab.solutions"):
             raise
         raise ExerciseError(NO_ANSWERS) from None
-    return MUTATIONS, render
+    # A solutions package found elsewhere (another checkout's editable install) is not this copy's.
+    package = Path(breaklab.__file__).resolve().parent
+    if Path(exercise_mutations.__file__).resolve().parent not in (package / "solutions", package.parent / "solutions"):
+        raise ExerciseError(NO_ANSWERS)
+    return exercise_mutations.MUTATIONS, render
 
 
 @dataclass
@@ -48,7 +54,7 @@ class Buggy:
     bugs: tuple[str, ...]
     spans: dict[str, tuple[int, int]]    # bug -> [start, end) of its buggy line(s) (empty when deleted)
     regions: dict[str, tuple[int, int]]  # bug -> [start, end) of the region a fix may touch
-    clean_spans: dict[str, tuple[int, int]] = None  # bug -> [start, end) of the clean lines it replaced
+    clean_spans: dict[str, tuple[int, int]]  # bug -> [start, end) of the clean lines it replaced
 
     @property
     def text(self) -> str:
@@ -128,8 +134,8 @@ CALIBRATION = Path(__file__).with_name("calibration.json")
 
 def eligible(variant: Variant) -> list[str]:
     """The mutations that apply to this variant of the template."""
-    MUTATIONS, _ = answers()
-    return [name for name, m in MUTATIONS.items() if m.applies(variant)]
+    mutations, _ = answers()
+    return [name for name, m in mutations.items() if m.applies(variant)]
 
 
 def combo_key(bugs) -> str:
