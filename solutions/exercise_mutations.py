@@ -237,8 +237,8 @@ LATER = (
         "What shape does logits.argmax(dim=1, keepdim=True) have, and what does comparing it with "
         "labels of shape (N,) give?",
         "How would you test an accuracy function on a batch whose answer you know?"),
-        certain="the accuracy compares an (N, 1) tensor with an (N,) one: it reads about 0.10 whatever "
-                "the model predicts"),
+        certain="the accuracy compares every prediction with every label ((N, 1) against (N,)), and the "
+                "test set holds 100 of each digit: it reads exactly 0.10 whatever the model predicts"),
     _from_data("fp16_overflow", (
         "What is the largest number float16 holds, and how large must a logit be for exp() to pass it?",
         "Why do F.cross_entropy and torch.logsumexp not overflow where exp().sum().log() does?",
@@ -324,7 +324,7 @@ NOT_WOVEN = {
 
 # The bugs whose every combination of 2-4 the calibration measured (about 15 minutes of CPU for the
 # eight shapes). The later ones are measured alone; a combination with one of them is "not
-# measured", so refused, until `python -m breaklab.solutions.exercise_calibrate --all-combinations`
+# measured", so refused, until `python -m breaklab.solutions.exercise_calibrate --every-bug-up-to 4`
 # (every pair of 20 bugs in 8 shapes: hours of CPU) measures it.
 MEASURED_IN_COMBINATION = ("label_permute", "huge_lr", "missing_zero_grad", "loss_sum", "amp_no_scaling",
                            "double_softmax", "eval_mode")
