@@ -27,6 +27,7 @@ shortened exercise (fewer epochs) is graded on its own terms.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from dataclasses import dataclass
@@ -177,17 +178,17 @@ class ExerciseGrader(Grader):
         # references: the handed-out and the clean script (the instructor's, from the key); the
         # learner's train.py as submitted; and the learner's fixes, judged bug by bug.
         from breaklab.exercises.runner import run_in_sandbox
+        from breaklab.exercises.generate import ExerciseError
 
         try:
             tolerance = reference(load_calibration(), Variant.parse(key["variant"]))[1]
-        except Exception:  # a variant the calibration does not hold: the usual tolerance
+        except (ExerciseError, KeyError, ValueError):  # a variant the calibration does not hold
             tolerance = DEFAULT_TOLERANCE
         work = self.work / "exercises" / sub_id
         if work.exists():
             shutil.rmtree(work)
         work.mkdir(parents=True)
-        refs, _ = run_in_sandbox(work / "references", {HANDED_OUT: key["script"], CLEAN: key["clean_script"]},
-                                 self.timeout)
+        refs, refs_folder = self._references(key)
         bad = next((job for job in (CLEAN, HANDED_OUT) if not refs[job].ok), None)
         if bad is not None:
             return failed(info, "error", f"the grader's own run of the {bad.replace('_', '-')} script failed "
@@ -198,9 +199,12 @@ class ExerciseGrader(Grader):
                                  {SUBMITTED: mine[SUBMITTED].to_json()})
         clean_acc = refs[CLEAN].test_acc
         judged = judge(key, script, work / "judge", self.timeout, (clean_acc, tolerance), transplant=True)
+        if judged.violations:
+            return self._stopped(info, f"the learner's fix was stopped by the sandbox: {judged.violations[0]}",
+                                 {job: o.to_json() for job, o in judged.outcomes.items()})
         outcomes = {**refs, **mine, **judged.outcomes}
-        metrics = {HANDED_OUT: self._metrics(work / "references", HANDED_OUT),
-                   CLEAN: self._metrics(work / "references", CLEAN),
+        metrics = {HANDED_OUT: self._metrics(refs_folder, HANDED_OUT),
+                   CLEAN: self._metrics(refs_folder, CLEAN),
                    SUBMITTED: self._metrics(work / "submitted", SUBMITTED)}
         records = {job: parse_records(data) for job, data in metrics.items()}
 
@@ -232,9 +236,23 @@ class ExerciseGrader(Grader):
                 "bugs_fixed": {"fixed": n_fixed, "total": n},
                 "notes": judged.notes, "sandbox": sandbox_facts(),
                 "reruns": {job: o.to_json() for job, o in outcomes.items()},
-                "_plots": {label: str(work / folder / job / RUN_FOLDER) for label, folder, job in
-                           (("broken", "references", HANDED_OUT), ("fixed", "submitted", SUBMITTED))
+                "_plots": {label: str(folder / job / RUN_FOLDER) for label, folder, job in
+                           (("broken", refs_folder, HANDED_OUT), ("fixed", work / "submitted", SUBMITTED))
                            if outcomes[job].ok}}
+
+    def _references(self, key: dict) -> tuple[dict[str, Any], Path]:
+        """The grader's runs of the handed-out and the clean script (outcomes, folder): made once
+        per pair of scripts in a grading session (one key for a whole class shares them)."""
+        from breaklab.exercises.runner import run_in_sandbox
+
+        ident = hashlib.sha256(f"{key['script']}\0{key['clean_script']}".encode()).hexdigest()[:16]
+        with self._key_lock(("exercise-references", ident)):
+            if ("exercise-references", ident) not in self._runs:
+                folder = self.work / "references" / ident
+                outcomes, _ = run_in_sandbox(folder, {HANDED_OUT: key["script"], CLEAN: key["clean_script"]},
+                                             self.timeout)
+                self._runs[("exercise-references", ident)] = (outcomes, folder)
+            return self._runs[("exercise-references", ident)]
 
     def _metrics(self, folder: Path, job: str) -> bytes | None:
         """A job's metrics.jsonl, read without following links (the learner's script wrote there)."""

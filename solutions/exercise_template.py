@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from breaklab.exercises.variants import AMP_BY_MODEL, VARIANTS, Variant  # noqa: F401
+from breaklab.exercises.variants import Variant
 
 # Why AMP_BY_MODEL (breaklab/exercises/variants.py) trains the MLP in float16 and the CNN in
 # float32: in the MLP a missing loss scale shows (7-8% of its first layer's gradient entries

@@ -241,6 +241,7 @@ class Judgement:
     notes: list[str]
     trainings: int
     alignment: Alignment
+    violations: list[str] = field(default_factory=list)  # what the sandbox stopped, if anything
 
 
 def judge(key: dict, learner_text: str, work: Path, timeout: float,
@@ -276,6 +277,7 @@ def judge(key: dict, learner_text: str, work: Path, timeout: float,
     jobs = {"together": compose(touched)}
     outcomes, sandbox = run_in_sandbox(work / "first", jobs, timeout)
     trainings = len(jobs)
+    violations = [sandbox.violation] if sandbox.violation else []
     if sandbox.violation:
         notes.append(f"the sandbox stopped the run: {sandbox.violation}")
     ref, tolerance = reference
@@ -290,10 +292,11 @@ def judge(key: dict, learner_text: str, work: Path, timeout: float,
         for name in touched:
             fixed[name] = matches_clean(alone_outcomes[name], ref, tolerance)
         if alone_sandbox.violation:
+            violations.append(alone_sandbox.violation)
             notes.append(f"the sandbox stopped the run: {alone_sandbox.violation}")
     if not together.ok:
         notes.append(f"your script stopped before the end: {together.error}")
-    return Judgement(changed, fixed, outcomes, notes, trainings, alignment)
+    return Judgement(changed, fixed, outcomes, notes, trainings, alignment, violations)
 
 
 def check(folder: Path, key_path: Path | None = None, timeout: float = DEFAULT_TIMEOUT,

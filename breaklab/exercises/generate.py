@@ -12,8 +12,12 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from breaklab.exercises.variants import VARIANTS, Variant
+
+if TYPE_CHECKING:  # the answers' module, which a kit does not have
+    from breaklab.solutions.exercise_template import Script
 
 
 class ExerciseError(Exception):
@@ -49,7 +53,7 @@ def answers():
 class Buggy:
     """A clean script with some mutations applied, and where each bug's code now is."""
 
-    clean: "Script"  # noqa: F821 (solutions/exercise_template.py)
+    clean: Script
     lines: list[str]
     bugs: tuple[str, ...]
     spans: dict[str, tuple[int, int]]    # bug -> [start, end) of its buggy line(s) (empty when deleted)
