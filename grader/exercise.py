@@ -188,7 +188,7 @@ class ExerciseGrader(Grader):
         if work.exists():
             shutil.rmtree(work)
         work.mkdir(parents=True)
-        refs, refs_folder = self._references(key)
+        refs, refs_folder = self._reference_runs(key)
         bad = next((job for job in (CLEAN, HANDED_OUT) if not refs[job].ok), None)
         if bad is not None:
             return failed(info, "error", f"the grader's own run of the {bad.replace('_', '-')} script failed "
@@ -240,7 +240,7 @@ class ExerciseGrader(Grader):
                            (("broken", refs_folder, HANDED_OUT), ("fixed", work / "submitted", SUBMITTED))
                            if outcomes[job].ok}}
 
-    def _references(self, key: dict) -> tuple[dict[str, Any], Path]:
+    def _reference_runs(self, key: dict) -> tuple[dict[str, Any], Path]:
         """The grader's runs of the handed-out and the clean script (outcomes, folder): made once
         per pair of scripts in a grading session (one key for a whole class shares them)."""
         from breaklab.exercises.runner import run_in_sandbox
