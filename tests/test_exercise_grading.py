@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from breaklab.cli import cli
 from breaklab.exercises.check import Alignment, _compose, _learner_regions
-from breaklab.exercises.generate import apply_mutations, choose, make_key, write_exercise
+from breaklab.exercises.generate import apply_mutations, choose, make_key, write_class, write_exercise
 from breaklab.exercises.submit import FORMAT, VERSION
 from breaklab.exercises.variants import Variant
 from breaklab.grader import rubric
@@ -107,6 +107,44 @@ def test_submit_and_grade_give_one_line_errors(tmp_path):
     r = runner.invoke(cli, ["grade", str(tmp_path / "inbox"), "--out", str(tmp_path / "g"),
                             "--exercise-key", str(key), "--repo", str(tmp_path)])
     assert r.exit_code == 2 and "need no --repo" in r.output
+
+
+def _tarball(path: Path, manifest: dict, files: dict[str, bytes]) -> Path:
+    import hashlib
+
+    from breaklab.tarballs import write_tarball
+
+    manifest = {**manifest, "files": {k: hashlib.sha256(v).hexdigest() for k, v in sorted(files.items())}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_tarball(path, {**files, "manifest.json": json.dumps(manifest).encode()}, path.name.removesuffix(".tgz"))
+    return path
+
+
+def test_grade_rejects_what_is_not_an_exercise_of_the_key_with_the_reason(tmp_path):
+    """Intake errors, through the command: each tarball gets 0 with its reason, the class goes on,
+    and the command exits 1. Nothing here reaches a training."""
+    roster = tmp_path / "roster.txt"
+    roster.write_text("alice\nbob\n")
+    write_class(tmp_path / "class", roster, 7, 1, key_path=tmp_path / "class.key")
+    files = {"train.py": b"print('hi')\n", "report.md": b"## Symptoms\n", "commands.txt": b"python train.py\n",
+             "run/metrics.jsonl": b"{}\n"}
+    good = {"format": FORMAT, "version": VERSION, "student": "carol", "env": {}}
+    _tarball(tmp_path / "inbox" / "stranger.tgz", {**good, "exercise": "carol"}, files)
+    _tarball(tmp_path / "inbox" / "breaksub.tgz", {**good, "exercise": "alice", "format": "breaklab-submission"}, files)
+    _tarball(tmp_path / "inbox" / "norun.tgz", {**good, "exercise": "bob"},
+             {k: v for k, v in files.items() if k != "run/metrics.jsonl"})
+    (tmp_path / "inbox" / "garbage.tgz").write_bytes(b"not a tarball")
+    r = CliRunner().invoke(cli, ["grade", str(tmp_path / "inbox"), "--exercise-key", str(tmp_path / "class.key"),
+                                 "--out", str(tmp_path / "grades"), "--no-plots", "--no-isolation"])
+    # (--no-isolation: every tarball is refused at intake, before any code could run)
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    reasons = {name: json.loads((tmp_path / "grades" / name / "grade.json").read_text())
+               for name in ("stranger", "breaksub", "norun", "garbage")}
+    assert all(g["status"] == "rejected" and g["score"] == 0 for g in reasons.values()), reasons
+    assert "no exercise named 'carol'" in reasons["stranger"]["reason"]
+    assert "not a breaklab-exercise-submission" in reasons["breaksub"]["reason"]
+    assert "run/metrics.jsonl" in reasons["norun"]["reason"]
+    assert "gzip" in reasons["garbage"]["reason"]
 
 
 def _exercise(variant: str, bugs: tuple[str, ...]):
