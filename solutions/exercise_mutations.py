@@ -323,8 +323,8 @@ NOT_WOVEN = {
 }
 
 # The bugs whose every combination of 2-4 the calibration measured (about 15 minutes of CPU for the
-# eight shapes). The later ones are measured alone; a combination with one of them is "not
-# measured", so refused, until `python -m breaklab.solutions.exercise_calibrate --every-bug-up-to 4`
-# (every pair of 20 bugs in 8 shapes: hours of CPU) measures it.
+# eight shapes). The later ones are measured alone everywhere, and in every pair in the CNN shapes
+# (`--every-bug-up-to 2`); a combination with an unmeasured part is "not measured", so refused,
+# until `python -m breaklab.solutions.exercise_calibrate --every-bug-up-to N` measures it.
 MEASURED_IN_COMBINATION = ("label_permute", "huge_lr", "missing_zero_grad", "loss_sum", "amp_no_scaling",
                            "double_softmax", "eval_mode")
