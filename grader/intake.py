@@ -19,7 +19,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from breaklab import untrusted
 from breaklab.untrusted import MAX_MEMBERS, Untrusted
@@ -65,9 +65,11 @@ class Submission:
         return sorted(n for n in self.manifest["files"] if n.startswith("evidence/"))
 
 
-def open_submission(tarball: Path, dest: Path) -> Submission:
+def open_submission(tarball: Path, dest: Path, validate: Callable[[Any], None] | None = None,
+                    required: tuple[str, ...] = REQUIRED_FILES) -> Submission:
     """Check tarball, read its members, and copy them into dest (a fresh folder); raise Rejected
-    with the reason."""
+    with the reason. `validate` and `required`: another kind of submission's manifest check and
+    required files (an exercise's: breaklab/grader/exercise.py)."""
     tarball = Path(tarball)
     try:
         raw, gzipped = untrusted.read_tarball_bytes(tarball)
@@ -88,7 +90,7 @@ def open_submission(tarball: Path, dest: Path) -> Submission:
     if top in members:
         raise Rejected("the top entry is not a folder")
     files = {name.split("/", 1)[1]: data for name, data in members.items()}
-    manifest = _check_manifest(files)
+    manifest = _check_manifest(files, validate or validate_manifest, required)
     try:
         dest.mkdir(parents=True, exist_ok=False)
         untrusted.write_fresh(dest / top, files)
@@ -108,7 +110,8 @@ def check_name(name: str) -> str:
 # 4. Manifest
 # ---------------------------------------------------------------------------------------------
 
-def _check_manifest(files: dict[str, bytes]) -> dict[str, Any]:
+def _check_manifest(files: dict[str, bytes], validate: Callable[[Any], None],
+                    required: tuple[str, ...]) -> dict[str, Any]:
     raw = files.get("manifest.json")
     if raw is None:
         raise Rejected("manifest.json is missing")
@@ -118,7 +121,7 @@ def _check_manifest(files: dict[str, bytes]) -> dict[str, Any]:
         manifest = json.loads(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
         raise Rejected(f"manifest.json is not valid JSON ({e})") from None
-    validate_manifest(manifest)
+    validate(manifest)
     listed = set(manifest["files"])
     present = set(files) - {"manifest.json"}
     if present - listed:
@@ -128,7 +131,7 @@ def _check_manifest(files: dict[str, bytes]) -> dict[str, Any]:
     for name, expected in sorted(manifest["files"].items()):
         if hashlib.sha256(files[name]).hexdigest() != expected:
             raise Rejected(f"{name} does not match its SHA-256 in the manifest")
-    missing = [f for f in REQUIRED_FILES if f not in listed]
+    missing = [f for f in required if f not in listed]
     if missing:
         raise Rejected("required files missing: " + ", ".join(missing))
     return manifest

@@ -75,6 +75,25 @@ def check_weights(criteria: dict[str, Spec] = CRITERIA, weights: dict[str, int] 
 
 check_weights()
 
+# The criteria of an exercise submission (`breaklab submit --exercise`, graded by
+# breaklab/grader/exercise.py): the same four groups and weights. The symptom claim and the
+# explanation are judged as a break submission's are, against the grader's own runs of the script
+# as handed out and of the clean script; the fix points go per bug fixed.
+EXERCISE_CRITERIA: dict[str, Spec] = {
+    "script_reruns": Spec("reproducibility", 10, "the submitted train.py runs to the end in the grader's sandbox"),
+    "script_metrics": Spec("reproducibility", 25, "the re-run's metrics.jsonl is the submitted one (another "
+                                                  "environment: within the cross-CPU tolerance)"),
+    "claim_matches": CRITERIA["claim_matches"],
+    "claim_shows_symptom": CRITERIA["claim_shows_symptom"],
+    "bugs_located": Spec("diagnostics", 12, "per bug, its code was changed; scaled by the share of the changes "
+                                            "that touch a bug"),
+    "bugs_fixed": Spec("fix", 20, "per bug, the grader's run with the learner's change shows no symptom and "
+                                  "matches the clean script"),
+    **{name: CRITERIA[name] for name in ("length", "sections", "causal_chain", "measured")},
+}
+check_weights(EXERCISE_CRITERIA)
+SPECS = {**CRITERIA, **EXERCISE_CRITERIA}  # one name, one spec: the shared ones are the same objects
+
 # Where a patch must never reach, whatever the break: the tests, the grader, the answers, the data
 # and the registry of breaks (deleting a break from it is not fixing it).
 FORBIDDEN_PREFIXES = ("tests/", "grader/", "solutions/", "data/", "breaks/__init__.py",
@@ -113,7 +132,7 @@ class Criterion:
 
 def award(name: str, points: float, reason: str, review: str | None = None) -> Criterion:
     """The criterion `name` with its declared group and maximum; points are rounded to 0.1."""
-    spec = CRITERIA[name]
+    spec = SPECS[name]
     points = round(points, 1)
     if not 0 <= points <= spec.max:
         raise ValueError(f"{name}: {points} points outside 0..{spec.max:g}")
@@ -122,7 +141,7 @@ def award(name: str, points: float, reason: str, review: str | None = None) -> C
 
 def award_share(name: str, share: float, reason: str, review: str | None = None) -> Criterion:
     """A share (0..1) of the criterion's maximum."""
-    return award(name, scaled(share, CRITERIA[name].max), reason, review)
+    return award(name, scaled(share, SPECS[name].max), reason, review)
 
 
 def whole_group(group: str, name: str, reason: str) -> Criterion:

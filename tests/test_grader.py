@@ -304,6 +304,47 @@ def test_kit_leaves_out_the_answers(tmp_path):
     assert collect.returncode == 0, collect.stdout[-3000:] + collect.stderr[-3000:]
     assert "tests/test_submit.py::" in collect.stdout
     assert re.fullmatch(r"\d+ tests collected in [\d.]+s", collect.stdout.strip().splitlines()[-1]), collect.stdout[-500:]
+    assert_kit_holds_no_exercise_answer(kit)
+
+
+def mutation_lines() -> set[str]:
+    """Every line a mutation writes into an exercise script, and every clean line it replaces
+    (stripped), over every shape where it is put."""
+    from breaklab.exercises.generate import apply_mutations, eligible
+    from breaklab.exercises.variants import VARIANTS
+
+    lines = set()
+    for variant in VARIANTS:
+        for bug in eligible(variant):
+            buggy = apply_mutations(variant, (bug,))
+            lines.update(line.strip() for line in buggy.lines[slice(*buggy.spans[bug])])
+            lines.update(line.strip() for line in buggy.clean.lines[slice(*buggy.clean_spans[bug])])
+    return {line for line in lines if line}
+
+
+def assert_kit_holds_no_exercise_answer(kit: Path) -> None:
+    """The kit cannot make an exercise (one line says why), and no file of it holds a mutation's
+    clean or buggy line, except the lines the course's own training code has for its own reasons:
+    trainer.py and examples/ are clean PyTorch (model.train(), optimizer.zero_grad()), and each
+    break module in breaks/ carries its own bug by design (the kit's other exercise)."""
+    new = subprocess.run([sys.executable, "-m", "breaklab", "exercise", "new", "--seed", "1", "--out",
+                          str(kit.parent / "ex"), "--key", str(kit.parent / "ex.key")], cwd=kit,
+                         env={**os.environ, "PYTHONPATH": str(kit)}, capture_output=True, text=True, timeout=120)
+    assert new.returncode == 1 and "full install" in new.stderr, new.stdout + new.stderr
+    assert len(new.stderr.strip().splitlines()) == 1 and not (kit.parent / "ex" / "train.py").exists()
+    assert not (kit / "breaklab" / "exercises" / "mutations.py").exists()
+    texts = {p.relative_to(kit).as_posix(): p.read_text(errors="replace")
+             for p in kit.rglob("*") if p.is_file() and ".git" not in p.parts}
+    plain_code = "\n".join(text for name, text in texts.items()
+                           if name == "trainer.py" or name.startswith(("breaks/", "examples/")))
+    lines = mutation_lines()
+    assert len(lines) > 40
+    assert sum(line not in plain_code for line in lines) > 35  # most are the exercises' own
+    for line in sorted(lines):
+        if line in plain_code:
+            continue
+        holders = [name for name, text in texts.items() if line in text]
+        assert holders == [], (line, holders)
 
 
 # Kit test files that name solutions/ and cope with its absence, and how.

@@ -55,7 +55,12 @@ class _GradeWithMerge(click.Command):
               help="Run the students' code even where this machine cannot isolate it (no user or mount "
                    "namespaces): it could then read other submissions and the answers. Prefer a container "
                    "or VM where namespaces work.")
-def grade(submissions, out, jobs, formats, repo, timeout, keep_work, plots, shard, no_isolation) -> None:
+@click.option("--exercise-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Grade exercise submissions (`breaklab submit --exercise`) with this key: the file "
+                   "`breaklab exercise new` wrote (--key), for one exercise or a --class. Never taken from "
+                   "a submission.")
+def grade(submissions, out, jobs, formats, repo, timeout, keep_work, plots, shard, no_isolation,
+          exercise_key) -> None:
     """Grade SUBMISSIONS (tarballs, or folders holding *.tgz).
 
     Each tarball is opened defensively, its broken and fixed runs are re-run in a sandbox from a
@@ -65,9 +70,14 @@ def grade(submissions, out, jobs, formats, repo, timeout, keep_work, plots, shar
     submission that cannot be graded gets 0 with the reason; the others go on, and the command
     exits with status 1 at the end.
 
+    With --exercise-key KEY the submissions are exercises: each one's train.py is re-run, and the
+    handed-out and clean scripts are run beside it, in the sandbox; the same four groups, the fix
+    points per bug fixed (docs/GRADING.md).
+
     \b
     Examples:
       breaklab grade inbox/ --repo ../course-kit --out grades --jobs 2
+      breaklab grade exercises-inbox/ --exercise-key class.key --out grades
       breaklab grade inbox/ --repo ../course-kit --shard 3/8 --out grades/shard-3
       breaklab grade merge grades/shard-* --out grades/class
     """
@@ -76,7 +86,10 @@ def grade(submissions, out, jobs, formats, repo, timeout, keep_work, plots, shar
                                    "from the instructor's checkout, with --repo set to the kit")
     from breaklab.grader.grade import Grader, IsolationUnavailable
 
-    repo = course_repository(repo)
+    if exercise_key is not None and repo is not None:
+        raise click.UsageError("--exercise-key grades exercises, which need no --repo: leave it out")
+    # An exercise needs no course repository (the key holds the scripts): the Grader's repo is unused.
+    repo = course_repository(repo) if exercise_key is None else out
     tarballs: list[Path] = []
     for s in submissions:
         if s.is_dir() and not s.is_symlink():
@@ -91,13 +104,24 @@ def grade(submissions, out, jobs, formats, repo, timeout, keep_work, plots, shar
     except OSError as e:
         raise click.UsageError(f"cannot create --out {out} ({e.strerror})")
 
-    grader = Grader(repo=repo, out=out, timeout=timeout, keep_work=keep_work, plots=plots,
+    settings = dict(repo=repo, out=out, timeout=timeout, keep_work=keep_work, plots=plots,
                     progress=lambda s: click.echo(s, err=True), no_isolation=no_isolation)
+    if exercise_key is not None:
+        from breaklab.grader.exercise import ExerciseGrader, ExerciseKeyError, load_keys
+
+        try:
+            load_keys(exercise_key)  # a bad key is the instructor's error: say so before grading anyone
+        except ExerciseKeyError as e:
+            raise click.ClickException(str(e)) from None
+        grader = ExerciseGrader(**settings, key_path=exercise_key)
+    else:
+        grader = Grader(**settings)
     try:
         grader.check_isolation()
     except IsolationUnavailable as e:
         raise click.ClickException(f"refusing to run the students' code: {e}") from None
-    click.echo(f"grading {len(tarballs)} submission(s) against {grader.repo} with {jobs} job(s)", err=True)
+    against = f"the exercise key {exercise_key}" if exercise_key is not None else grader.repo
+    click.echo(f"grading {len(tarballs)} submission(s) against {against} with {jobs} job(s)", err=True)
 
     def done(i, n, g):
         extra = f" ({g['reason']})" if g.get("reason") else ""

@@ -17,12 +17,15 @@ import click
 #   tests/report_corpus.py       honest student reports (they explain every break);
 #   tests/test_scoring.py, tests/test_grading_scale.py, tests/calibrate_similarity.py and
 #   tests/fixtures/              score those reports against the rubrics and recorded runs;
-#   docs/GRADING.md              the instructor's guide to the rubric and the answers.
+#   docs/GRADING.md              the instructor's guide to the rubric and the answers;
+#   tests/test_exercises.py      generate exercises, which needs the clean script and the
+#   tests/test_exercise_grading.py  mutations (solutions/exercise_*.py);
+#   docs/EXERCISES.md            every mutation's clean and buggy line, and where it goes.
 # Files that merely mention solutions/ and cope with its absence (breaklab/mystery.py) stay.
 PRIVATE = ("solutions/", "tests/test_solutions.py", "tests/test_grader.py", "tests/test_sandbox.py",
            "tests/test_grader_security.py", "tests/submission_fixtures.py", "tests/test_kit.py", "docs/GRADING.md", "tests/test_scoring.py",
            "tests/test_grading_scale.py", "tests/report_corpus.py", "tests/calibrate_similarity.py",
-           "tests/fixtures/")
+           "tests/fixtures/", "tests/test_exercises.py", "tests/test_exercise_grading.py", "docs/EXERCISES.md")
 KIT_AUTHOR = ("breaklab course", "course@breaklab.invalid", "2000-01-01T00:00:00+0000")
 # Passages of the documentation that speak of the answers (solutions/, grading) are fenced with
 # these comments; the kit's copy of every .md file leaves them out.

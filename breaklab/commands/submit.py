@@ -7,8 +7,11 @@ import click
 
 
 @click.command(name="submit")
-@click.option("--seed", type=click.IntRange(0, 2**32 - 1), required=True, help="The seed you were given.")
-@click.option("--break", "break_name", required=True, help="The break you fixed (see `breaklab list`).")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), help="The seed you were given.")
+@click.option("--break", "break_name", help="The break you fixed (see `breaklab list`).")
+@click.option("--exercise", "exercise", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Instead of a break: the exercise folder (from `breaklab exercise new`) whose train.py you "
+                   "fixed; packs train.py as edited, its run and the report.")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Your report: reports/TEMPLATE.md filled in (at most 500 words).")
 @click.option("--evidence", type=click.Path(dir_okay=False, path_type=Path), multiple=True,
@@ -24,7 +27,7 @@ import click
               help="Your clone of the course repository [default: the current folder].")
 @click.option("--tarball", type=click.Path(dir_okay=False, path_type=Path),
               help="Where to write it [default: submission_BREAK_SEED[_STUDENT].tgz].")
-def submit(seed, break_name, report, evidence, student, epochs, threads, base, repo, tarball) -> None:
+def submit(seed, break_name, exercise, report, evidence, student, epochs, threads, base, repo, tarball) -> None:
     """Build your submission tarball (+ .sha256).
 
     It trains the broken run from the unmodified base commit and the fixed run from the same commit
@@ -36,11 +39,23 @@ def submit(seed, break_name, report, evidence, student, epochs, threads, base, r
     broken run it has just trained: a symptom block left as the template's placeholder or not
     matching the broken run, no evidence, a change outside the break's own hook.
 
+    With --exercise DIR it packs an exercise instead: DIR/train.py as you edited it, the run it
+    makes (trained here, in a private copy), the report and the evidence, with a manifest of
+    SHA-256s. The grader re-runs it and judges each bug with the instructor's key.
+
     \b
-    Example:
+    Examples:
       breaklab submit --seed 42 --break missing_zero_grad --report my_report.md \\
           --evidence broken_report.png --student alice
+      breaklab submit --exercise ex --report my_report.md --student alice
     """
+    if exercise is not None:
+        if seed is not None or break_name is not None:
+            raise click.UsageError("--exercise packs an exercise: leave out --seed and --break")
+        _submit_exercise(exercise, report, evidence, student, tarball)
+        return
+    if seed is None or break_name is None:
+        raise click.UsageError("give --seed and --break (a break submission), or --exercise DIR")
     from breaklab.presubmit import presubmit_warnings
     from breaklab.submission import SubmitError, SubmitOptions, build_submission
 
@@ -51,6 +66,22 @@ def submit(seed, break_name, report, evidence, student, epochs, threads, base, r
         path, digest = build_submission(opts, progress=lambda s: click.echo(s, err=True),
                                         warn=lambda s: click.echo(f"warning: {s}", err=True),
                                         review=presubmit_warnings)
+    except SubmitError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"submission: {path}")
+    click.echo(f"sha256:     {digest}  (check with: sha256sum -c {path}.sha256)")
+
+
+def _submit_exercise(folder: Path, report: Path, evidence, student, tarball) -> None:
+    from breaklab.exercises.submit import build_exercise_submission
+    from breaklab.submission import SubmitError
+
+    if not folder.is_dir():
+        raise click.UsageError(f"--exercise {folder}: no such folder")
+    try:
+        path, digest = build_exercise_submission(folder, report, tuple(evidence), student, tarball,
+                                                 progress=lambda s: click.echo(s, err=True),
+                                                 warn=lambda s: click.echo(f"warning: {s}", err=True))
     except SubmitError as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"submission: {path}")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import difflib
 import io
+import re
 import shutil
 import tempfile
 import time
@@ -30,7 +31,7 @@ from typing import Any
 
 from breaklab.exercises.generate import (SCRIPT_NAME, ExerciseError, load_calibration, read_key,
                                          reference)
-from breaklab.exercises.template import Variant
+from breaklab.exercises.variants import Variant
 
 DEFAULT_TIMEOUT = 600  # seconds for one sandboxed process (all its trainings); an idle run takes ~15 s
 RATINGS = ((1.0, "all fixed"), (2 / 3, "most"), (0.5, "half"), (0.0, "few"))
@@ -185,15 +186,121 @@ def _with_regions_put_back(learner: list[str], alignment: Alignment, key_bugs: l
     return "\n".join(lines) + "\n"
 
 
+# Names a fix of one of the exercise's lines never needs; a region that uses one is not run when
+# the grader judges it (it could reach past the line to the measurements).
+UNNEEDED = {"import", "exec", "eval", "compile", "open", "globals", "locals", "vars", "setattr", "getattr",
+            "delattr", "breakpoint", "input", "breaklab", "sys", "os", "builtins", "subprocess", "Monitor",
+            "monitor"}
+
+
+def _learner_regions(learner: list[str], alignment: Alignment, key_bugs: list[dict], touched: list[str],
+                     notes: list[str]) -> dict[str, list[str]]:
+    """The learner's lines of each touched bug's region, less the ones that cannot be judged alone
+    (the change spills over the region's edges, or uses a name in UNNEEDED); notes say why."""
+    regions = {}
+    for bug in key_bugs:
+        if bug["name"] not in touched:
+            continue
+        span = alignment.learner_span(*bug["region"])
+        if span is None:
+            notes.append(f"the change near line {bug['line']} reaches past the lines it replaces: judged as not fixed")
+            continue
+        code = learner[span[0]:span[1]]
+        words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", " ".join(code_lines("\n".join(code) + "\n"))))
+        used = sorted(w for w in words if w in UNNEEDED or w.startswith("__"))
+        if used:
+            notes.append(f"the change at line {span[0] + 1} uses {', '.join(used)}, which no fix of that line needs: "
+                         f"not run, judged as not fixed")
+            continue
+        regions[bug["name"]] = code
+    return regions
+
+
+def _compose(handed_out: str, key_bugs: list[dict], mine: dict[str, list[str]]) -> str:
+    """The handed-out script with the learner's code in the regions of `mine` and the clean code in
+    every other bug's region."""
+    lines = handed_out.splitlines()
+    for bug in sorted(key_bugs, key=lambda b: b["region"][0], reverse=True):
+        start, end = bug["region"]
+        lines[start:end] = mine.get(bug["name"], bug["region_clean_lines"])
+    return "\n".join(lines) + "\n"
+
+
 def matches_clean(outcome, ref: float, tolerance: float) -> bool:
     return (outcome.ok and outcome.verdict == "healthy" and outcome.test_acc is not None
             and outcome.test_acc >= ref - tolerance)
 
 
-def check(folder: Path, key_path: Path | None = None, timeout: float = DEFAULT_TIMEOUT,
-          now: float | None = None) -> CheckResult:
+@dataclass
+class Judgement:
+    """What the sandboxed runs said about a learner's script, bug by bug."""
+
+    changed: dict[str, bool]
+    fixed: dict[str, bool]
+    outcomes: dict[str, Any]      # job name -> Outcome (the extra jobs' included)
+    notes: list[str]
+    trainings: int
+    alignment: Alignment
+    violations: list[str] = field(default_factory=list)  # what the sandbox stopped, if anything
+
+
+def judge(key: dict, learner_text: str, work: Path, timeout: float,
+          reference: tuple[float, float], transplant: bool = False) -> Judgement:
+    """Judge each bug of `key` in the learner's script by behaviour (the module's docstring says
+    how), running in the sandbox under `work`; `reference`: the clean accuracy and the tolerance
+    a fixed run is held to.
+
+    transplant (the grader's way): the judged scripts are the handed-out script with only the
+    learner's code of each bug's region put in, so no change elsewhere runs (it could fake the
+    measurements), and a region whose new code reaches for what no fix of a line needs (an import,
+    exec, a dunder...) is not run and not fixed."""
     from breaklab.exercises.runner import run_in_sandbox
 
+    alignment = Alignment(key["script"], learner_text)
+    learner = learner_text.splitlines()
+    key_bugs = key["bugs"]
+    changed = {b["name"]: alignment.changed(*b["region"]) for b in key_bugs}
+    touched = [name for name, c in changed.items() if c]
+    fixed: dict[str, bool] = {name: False for name in changed}
+    notes: list[str] = []
+    if transplant:
+        regions = _learner_regions(learner, alignment, key_bugs, touched, notes)
+        touched = [name for name in touched if name in regions]
+        compose = lambda mine: _compose(key["script"], key_bugs, {n: regions[n] for n in mine})
+    else:
+        compose = lambda mine: _with_regions_put_back(learner, alignment, key_bugs,
+                                                      [b for b in changed if b not in mine])
+    if not touched:
+        if not notes:
+            notes.append("none of the lines that hold a bug has changed yet: nothing was run")
+        return Judgement(changed, fixed, {}, notes, 0, alignment)
+    jobs = {"together": compose(touched)}
+    outcomes, sandbox = run_in_sandbox(work / "first", jobs, timeout)
+    trainings = len(jobs)
+    violations = [sandbox.violation] if sandbox.violation else []
+    if sandbox.violation:
+        notes.append(f"the sandbox stopped the run: {sandbox.violation}")
+    ref, tolerance = reference
+    together = outcomes["together"]
+    if matches_clean(together, ref, tolerance):
+        fixed.update({name: True for name in touched})
+    elif len(touched) > 1:
+        alone = {name: compose([name]) for name in touched}
+        alone_outcomes, alone_sandbox = run_in_sandbox(work / "alone", alone, timeout)
+        trainings += len(alone)
+        outcomes.update({f"alone:{name}": o for name, o in alone_outcomes.items()})
+        for name in touched:
+            fixed[name] = matches_clean(alone_outcomes[name], ref, tolerance)
+        if alone_sandbox.violation:
+            violations.append(alone_sandbox.violation)
+            notes.append(f"the sandbox stopped the run: {alone_sandbox.violation}")
+    if not together.ok:
+        notes.append(f"your script stopped before the end: {together.error}")
+    return Judgement(changed, fixed, outcomes, notes, trainings, alignment, violations)
+
+
+def check(folder: Path, key_path: Path | None = None, timeout: float = DEFAULT_TIMEOUT,
+          now: float | None = None) -> CheckResult:
     started = time.perf_counter()
     key, key_path = read_key(folder, key_path)
     script = folder / SCRIPT_NAME
@@ -202,51 +309,20 @@ def check(folder: Path, key_path: Path | None = None, timeout: float = DEFAULT_T
     except (OSError, UnicodeDecodeError) as e:
         raise ExerciseError(f"cannot read {script} ({e}); the exercise's script must be there") from None
     variant = Variant.parse(key["variant"])
-    ref, tolerance = reference(load_calibration(), variant)
-    alignment = Alignment(key["script"], learner_text)
-    learner = learner_text.splitlines()
-    key_bugs = key["bugs"]
-    changed = {b["name"]: alignment.changed(*b["region"]) for b in key_bugs}
-    touched = [name for name, c in changed.items() if c]
-    untouched = [name for name, c in changed.items() if not c]
-    fixed: dict[str, bool] = {name: False for name in changed}
-    notes: list[str] = []
-    trainings = 0
-
-    if touched:
-        work = Path(tempfile.mkdtemp(prefix="breaklab-exercise-check-"))
-        try:
-            jobs = {"together": _with_regions_put_back(learner, alignment, key_bugs, untouched)}
-            outcomes, sandbox = run_in_sandbox(work / "first", jobs, timeout)
-            trainings += 1
-            together = outcomes["together"]
-            if matches_clean(together, ref, tolerance):
-                fixed.update({name: True for name in touched})
-            elif len(touched) > 1:
-                jobs = {name: _with_regions_put_back(learner, alignment, key_bugs,
-                                                     [b for b in changed if b != name])
-                        for name in touched}
-                outcomes, sandbox = run_in_sandbox(work / "alone", jobs, timeout)
-                trainings += len(jobs)
-                for name in touched:
-                    fixed[name] = matches_clean(outcomes[name], ref, tolerance)
-            if not together.ok:
-                notes.append(f"your script stopped before the end: {together.error}")
-            if sandbox.violation:
-                notes.append(f"the sandbox stopped the run: {sandbox.violation}")
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-    else:
-        notes.append("none of the lines that hold a bug has changed yet: nothing was run")
-
+    calibrated = reference(load_calibration(), variant)
+    work = Path(tempfile.mkdtemp(prefix="breaklab-exercise-check-"))
+    try:
+        judged = judge(key, learner_text, work, timeout, calibrated)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     results = []
-    for bug in key_bugs:
-        first = alignment.first_change(*bug["region"])
-        results.append(BugResult(bug["name"], bug["line"], changed[bug["name"]], fixed[bug["name"]],
+    for bug in key["bugs"]:
+        first = judged.alignment.first_change(*bug["region"])
+        results.append(BugResult(bug["name"], bug["line"], judged.changed[bug["name"]], judged.fixed[bug["name"]],
                                  None if first is None else first + 1, bug))
     created = key.get("created") or 0
     return CheckResult(folder, key_path, results, max(0.0, (time.time() if now is None else now) - created),
-                       time.perf_counter() - started, trainings, notes)
+                       time.perf_counter() - started, judged.trainings, judged.notes)
 
 
 # ============================================================================
@@ -283,9 +359,11 @@ def format_result(result: CheckResult, reveal: bool = False) -> str:
         for i, b in enumerate(_report_order(result.bugs, True), 1):
             status = "fixed" if b.fixed else ("changed, but the run still shows it" if b.changed else "not fixed")
             lines.append(f"  {i}. line {b.line}: {b.name} ({status})")
-            wrote = b.key["buggy_lines"]
-            lines.append(f"     handed out: {wrote[0].strip() if wrote else '(a line was missing here)'}")
-            lines.append(f"     clean:      {b.key['clean_lines'][0].strip()}")
+            wrote, clean = b.key["buggy_lines"], b.key["clean_lines"]
+            added = [line.strip() for line in wrote if line not in clean]
+            removed = [line.strip() for line in clean if line not in wrote]
+            lines.append(f"     handed out: {' / '.join(added) or '(a line was missing here)'}")
+            lines.append(f"     clean:      {' / '.join(removed) or '(without the line(s) above)'}")
             lines.append(f"     fix:        {b.key['fix']}")
             lines.append("     ask:")
             lines += [f"       - {q}" for q in b.key["questions"]]

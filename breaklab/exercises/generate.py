@@ -12,9 +12,41 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from breaklab.exercises.mutations import MUTATIONS
-from breaklab.exercises.template import VARIANTS, Script, Variant, render
+from breaklab.exercises.variants import VARIANTS, Variant
+
+if TYPE_CHECKING:  # the answers' module, which a kit does not have
+    from breaklab.solutions.exercise_template import Script
+
+
+class ExerciseError(Exception):
+    """A request the generator cannot meet, or a key it cannot read (the message says why)."""
+
+
+# The clean script and the mutations with their fixes are the answers: they live in solutions/,
+# which the course kit leaves out. A kit can check an exercise (the key carries what the check
+# needs) but not make one.
+NO_ANSWERS = ("exercises are generated from a full install of breaklab (this copy has no solutions/, "
+              "as in a course kit); ask your instructor for an exercise folder and its key")
+
+
+def answers():
+    """The mutations (name -> Mutation) and render(), from solutions/; ExerciseError in a kit."""
+    import breaklab
+
+    try:
+        from breaklab.solutions import exercise_mutations
+        from breaklab.solutions.exercise_template import render
+    except ModuleNotFoundError as e:
+        if not (e.name or "").startswith("breaklab.solutions"):
+            raise
+        raise ExerciseError(NO_ANSWERS) from None
+    # A solutions package found elsewhere (another checkout's editable install) is not this copy's.
+    package = Path(breaklab.__file__).resolve().parent
+    if Path(exercise_mutations.__file__).resolve().parent not in (package / "solutions", package.parent / "solutions"):
+        raise ExerciseError(NO_ANSWERS)
+    return exercise_mutations.MUTATIONS, render
 
 
 @dataclass
@@ -26,6 +58,7 @@ class Buggy:
     bugs: tuple[str, ...]
     spans: dict[str, tuple[int, int]]    # bug -> [start, end) of its buggy line(s) (empty when deleted)
     regions: dict[str, tuple[int, int]]  # bug -> [start, end) of the region a fix may touch
+    clean_spans: dict[str, tuple[int, int]]  # bug -> [start, end) of the clean lines it replaced
 
     @property
     def text(self) -> str:
@@ -33,29 +66,55 @@ class Buggy:
 
 
 def apply_mutations(variant: Variant, bugs: tuple[str, ...] | list[str]) -> Buggy:
-    """The variant's clean script with each named mutation applied at its site."""
+    """The variant's clean script with each named mutation applied at its span (the clean lines
+    it replaces). Two mutations of the same lines cannot be combined (ValueError)."""
+    mutations, render = answers()
     clean = render(variant)
-    unknown = [b for b in bugs if b not in MUTATIONS]
+    unknown = [b for b in bugs if b not in mutations]
     if unknown:
-        raise ValueError(f"unknown bug(s) {', '.join(unknown)}; known: {', '.join(MUTATIONS)}")
-    replacement = {clean.sites[b]: (b, MUTATIONS[b].apply(clean.lines[clean.sites[b]], variant)) for b in bugs}
+        raise ValueError(f"unknown bug(s) {', '.join(unknown)}; known: {', '.join(mutations)}")
+    spans = {b: mutations[b].span(clean) for b in bugs}
+    missing = [b for b, span in spans.items() if span is None]
+    if missing:
+        raise ValueError(f"the {variant.name} script has no place for {', '.join(missing)}")
+    if overlapping(spans):
+        raise ValueError(f"{' and '.join(sorted(bugs))} change the same lines; they cannot be combined")
+    replacement = {spans[b][0]: (b, spans[b][1], mutations[b].apply(clean.lines[slice(*spans[b])], variant))
+                   for b in bugs}
     lines: list[str] = []
     new_index: list[int] = []  # clean line i -> where it, or what replaced it, starts in the buggy script
-    spans: dict[str, tuple[int, int]] = {}
-    for i, line in enumerate(clean.lines):
+    buggy_spans: dict[str, tuple[int, int]] = {}
+    i = 0
+    while i < len(clean.lines):
         new_index.append(len(lines))
         if i in replacement:
-            bug, new = replacement[i]
-            spans[bug] = (len(lines), len(lines) + len(new))
+            bug, end, new = replacement[i]
+            buggy_spans[bug] = (len(lines), len(lines) + len(new))
             lines.extend(new)
+            new_index.extend([len(lines)] * (end - i - 1))
+            i = end
         else:
-            lines.append(line)
+            lines.append(clean.lines[i])
+            i += 1
     new_index.append(len(lines))
     regions = {}
     for bug in bugs:
-        start, end = clean.region(bug)
+        start, end = clean.regions.get(bug, spans[bug])
         regions[bug] = (new_index[start], new_index[end])
-    return Buggy(clean, lines, tuple(sorted(bugs)), spans, regions)
+    return Buggy(clean, lines, tuple(sorted(bugs)), buggy_spans, regions, spans)
+
+
+def overlapping(spans: dict[str, tuple[int, int]]) -> bool:
+    """Whether two of the spans share a line."""
+    ordered = sorted(spans.values())
+    return any(b[0] < a[1] for a, b in zip(ordered, ordered[1:]))
+
+
+def combinable(variant: Variant, combo) -> bool:
+    """The bugs of `combo` change different lines of the variant's script."""
+    mutations, render = answers()
+    clean = render(variant)
+    return not overlapping({b: mutations[b].span(clean) for b in combo})
 
 
 def seeded_index(seed: int, purpose: str, n: int) -> int:
@@ -72,18 +131,15 @@ LEVELS = ("easy", "medium", "hard")
 MIN_BUGS, MAX_BUGS = 1, 4
 
 
-class ExerciseError(Exception):
-    """A request the generator cannot meet, or a key it cannot read (the message says why)."""
-
-
-# What the calibration measured (breaklab/exercises/calibrate.py writes it): which bugs and
+# What the calibration measured (solutions/exercise_calibrate.py writes it): which bugs and
 # combinations of bugs show a symptom in each variant.
 CALIBRATION = Path(__file__).with_name("calibration.json")
 
 
 def eligible(variant: Variant) -> list[str]:
     """The mutations that apply to this variant of the template."""
-    return [name for name, m in MUTATIONS.items() if m.applies(variant)]
+    mutations, _ = answers()
+    return [name for name, m in mutations.items() if m.applies(variant)]
 
 
 def combo_key(bugs) -> str:
@@ -97,7 +153,7 @@ def load_calibration() -> dict:
         data = json.loads(CALIBRATION.read_text())
     except (OSError, ValueError) as e:
         raise ExerciseError(f"cannot read {CALIBRATION} ({e}); regenerate it with "
-                            f"`python -m breaklab.exercises.calibrate`") from None
+                            f"`python -m breaklab.solutions.exercise_calibrate`") from None
     return data
 
 
@@ -134,10 +190,14 @@ class Catalogue:
 
 def catalogue(calibration: dict | None = None) -> Catalogue:
     """Allowed: a combination all of whose non-empty sub-combinations show a symptom, so a
-    learner who fixes some of its bugs never faces a run that looks healthy with bugs left."""
+    learner who fixes some of its bugs never faces a run that looks healthy with bugs left.
+    Refused, with the reason: one whose run (or a part's) looks healthy or was not measured, and
+    one whose bugs change the same lines. Built by size: a combination is allowed when every part
+    one bug smaller is allowed and its own run shows a symptom."""
     from itertools import combinations
 
     calibration = calibration or load_calibration()
+    mutations, render = answers()
     allowed: dict[str, list[tuple[str, ...]]] = {}
     refused: dict[str, dict[tuple[str, ...], str]] = {}
     loud: dict[str, set[str]] = {}
@@ -147,26 +207,33 @@ def catalogue(calibration: dict | None = None) -> Catalogue:
             continue
         ref, tol = reference(calibration, variant)
         runs = measured["runs"]
-        bugs = eligible(variant)
+        bugs = sorted(eligible(variant))
+        clean = render(variant)
+        spans = {b: mutations[b].span(clean) for b in bugs}
         loud[variant.name] = {b for b in bugs if combo_key((b,)) in runs and is_loud(runs[combo_key((b,))], ref, tol)}
-        silent = {}
+        ok: set[tuple[str, ...]] = {()}
+        why: dict[tuple[str, ...], tuple[tuple[str, ...], str]] = {}
         for k in range(1, MAX_BUGS + 1):
-            for combo in combinations(sorted(bugs), k):
+            for combo in combinations(bugs, k):
+                bad_part = next((part for part in combinations(combo, k - 1) if part not in ok), None)
+                if bad_part is not None:
+                    why[combo] = why[bad_part]  # (the smallest refused part, its reason)
+                    continue
                 run = runs.get(combo_key(combo))
-                if run is None and k > 2 and any(MUTATIONS[b].certain for b in combo):
-                    continue  # shows by construction (the calibration measured it alone and in pairs)
-                if run is None or not shows_symptom(run, ref, tol):
-                    silent[combo] = "not measured" if run is None else (
-                        f"looks healthy: the doctor says {run['verdict']}, test accuracy {run['test_acc']:.3f}")
-        allowed[variant.name], refused[variant.name] = [], {}
-        for k in range(MIN_BUGS, MAX_BUGS + 1):
-            for combo in combinations(sorted(bugs), k):
-                quiet = [sub for j in range(1, k + 1) for sub in combinations(combo, j) if sub in silent]
-                if quiet:
-                    refused[variant.name][combo] = (f"{'+'.join(quiet[0])} {silent[quiet[0]]}" if quiet[0] != combo
-                                                    else silent[combo])
+                if overlapping({b: spans[b] for b in combo}):
+                    why[combo] = (combo, "changes one line twice: its bugs cannot be combined")
+                elif run is None and k > 2 and any(mutations[b].certain for b in combo):
+                    ok.add(combo)  # shows by construction (the calibration measured it alone and in pairs)
+                elif run is None:
+                    why[combo] = (combo, "not measured")
+                elif not shows_symptom(run, ref, tol):
+                    why[combo] = (combo, f"looks healthy: the doctor says {run['verdict']}, test accuracy "
+                                         f"{run['test_acc']:.3f}")
                 else:
-                    allowed[variant.name].append(combo)
+                    ok.add(combo)
+        allowed[variant.name] = [c for c in sorted(ok, key=lambda c: (len(c), c)) if len(c) >= MIN_BUGS]
+        refused[variant.name] = {combo: reason if part == combo else f"{'+'.join(part)} {reason}"
+                                 for combo, (part, reason) in why.items()}
     return Catalogue(allowed, refused, loud)
 
 
@@ -218,18 +285,19 @@ def make_key(seed: int, level: str, variant: Variant, buggy: Buggy, created: flo
     """Everything the check and an instructor need; nothing of it goes into the exercise folder."""
     from breaklab.atomic import sha256_bytes
 
+    mutations, _ = answers()
     bugs = []
     for name in sorted(buggy.bugs, key=lambda b: buggy.spans[b]):
         start, end = buggy.spans[name]
-        site = buggy.clean.sites[name]
-        mutation = MUTATIONS[name]
+        site_start, site_end = buggy.clean_spans[name]
+        mutation = mutations[name]
         bugs.append({
             "name": name,
             "line": start + 1,                               # 1-based, in train.py as written
             "buggy_lines": buggy.lines[start:end],           # empty when the bug deleted a line
-            "clean_lines": [buggy.clean.lines[site]],
+            "clean_lines": buggy.clean.lines[site_start:site_end],
             "region": list(buggy.regions[name]),             # 0-based [start, end) in train.py
-            "region_clean_lines": clean_region(buggy.clean, name),  # what the region reads without the bug
+            "region_clean_lines": buggy.clean.lines[slice(*buggy.clean.regions.get(name, buggy.clean_spans[name]))],  # what the region reads without the bug
             "fix": mutation.fix,
             "questions": list(mutation.questions),
         })
@@ -237,11 +305,6 @@ def make_key(seed: int, level: str, variant: Variant, buggy: Buggy, created: flo
             "variant": variant.name, "created": created, "bugs": bugs,
             "script_sha256": sha256_bytes(buggy.text.encode()),
             "script": buggy.text, "clean_script": buggy.clean.text}
-
-
-def clean_region(clean: Script, name: str) -> list[str]:
-    start, end = clean.region(name)
-    return clean.lines[start:end]
 
 
 def task_text(n_bugs: int, variant: Variant, ref: float) -> str:
@@ -394,13 +457,16 @@ def write_class(out: Path, roster: Path, seed: int, n_bugs: int = 1, level: str 
 
 
 def _key_is_whole(data: dict) -> bool:
-    """The fields the check reads, with the types it reads them as."""
+    """The fields the check reads, with the types it reads them as (a bug's name must be one of
+    the catalogue's: the key, not the mutations, is what a kit checks against)."""
+    from breaklab.catalogue import names
+
     try:
         Variant.parse(data["variant"])
         ok = isinstance(data["script"], str) and isinstance(data["clean_script"], str)
         for bug in data["bugs"]:
             start, end = bug["region"]
-            ok = ok and bug["name"] in MUTATIONS and isinstance(bug["line"], int) and 0 <= start <= end
+            ok = ok and bug["name"] in names() and isinstance(bug["line"], int) and 0 <= start <= end
             ok = ok and all(isinstance(line, str) for key in ("buggy_lines", "clean_lines", "region_clean_lines")
                             for line in bug[key])
             ok = ok and isinstance(bug["fix"], str) and all(isinstance(q, str) for q in bug["questions"])

@@ -67,8 +67,9 @@ class Outcome:
                 "test_acc": self.test_acc, "epochs": self.epochs, "steps": self.steps}
 
 
-def prepare(workdir: Path, scripts: dict[str, str]) -> list[str]:
-    """Write each script into workdir/NAME/train.py and the driver that runs them; return argv."""
+def prepare(workdir: Path, scripts: dict[str, str], parent: str = PACKAGE_PARENT) -> list[str]:
+    """Write each script into workdir/NAME/train.py and the driver that runs them (importing
+    breaklab from `parent`); return argv."""
     workdir.mkdir(parents=True, exist_ok=True)
     for name, text in scripts.items():
         folder = workdir / name
@@ -76,7 +77,7 @@ def prepare(workdir: Path, scripts: dict[str, str]) -> list[str]:
         (folder / SCRIPT).write_text(text)
     (workdir / "jobs.json").write_text(json.dumps(list(scripts)))
     driver = workdir / "driver.py"
-    driver.write_text(DRIVER.format(parent=PACKAGE_PARENT, script=SCRIPT))
+    driver.write_text(DRIVER.format(parent=parent, script=SCRIPT))
     return [sys.executable, "-s", str(driver)]
 
 
@@ -89,23 +90,54 @@ def run_direct(workdir: Path, scripts: dict[str, str], timeout: float = 1800) ->
 
 
 def run_in_sandbox(workdir: Path, scripts: dict[str, str], timeout: float):
-    """Run the scripts in the grader's sandbox; return (outcomes, the sandbox's result)."""
+    """Run the scripts in the grader's sandbox; return (outcomes, the sandbox's result). The
+    sandbox hides this breaklab (and its answers): the scripts import a private, read-only copy of
+    the code they need, beside workdir."""
     from breaklab.grader.sandbox import run_sandboxed
 
-    argv = prepare(workdir, scripts)
-    result = run_sandboxed(argv, cwd=workdir, timeout=timeout)
+    course = course_copy(workdir.parent / f"{workdir.name}-course")
+    argv = prepare(workdir, scripts, parent=str(course))
+    result = run_sandboxed(argv, cwd=workdir, timeout=timeout, readable=[course])
     return {name: read_outcome(workdir, name) for name in scripts}, result
+
+
+# What an exercise script imports (breaklab.Monitor and what it loads, the root modules the
+# package maps in) and the bundled data it reads; never solutions/.
+COURSE_PARTS = ("breaklab", "breaks", "grader", "canonical_setup.py", "trainer.py", "data")
+
+
+def course_copy(dest: Path) -> Path:
+    """A copy of COURSE_PARTS from this breaklab's root into dest (a new folder)."""
+    import shutil
+
+    root = Path(PACKAGE_PARENT)
+    dest.mkdir(parents=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "solutions")
+    for part in COURSE_PARTS:
+        source = root / part
+        if source.is_dir():
+            shutil.copytree(source, dest / part, symlinks=True, ignore=ignore)
+        elif source.is_file():
+            shutil.copy2(source, dest / part)
+    return dest
 
 
 def read_outcome(workdir: Path, name: str) -> Outcome:
     """The status the driver wrote and the doctor's reading of the run's metrics."""
     from breaklab.doctor import RunReadError, diagnose, load_run
 
+    from breaklab import untrusted
+
     folder = workdir / name
+    # Read without following links: the script may have planted one (breaklab.untrusted).
+    files, problems = untrusted.read_folder_files(folder, {"status.json": 1 << 16})
     try:
-        status = json.loads((folder / "status.json").read_text())
-    except (OSError, ValueError):
-        return Outcome(name, False, "the run did not finish (stopped by a limit, or it ended the process)")
+        status = json.loads(files["status.json"])
+        if not isinstance(status, dict):
+            raise ValueError("not an object")
+    except (KeyError, ValueError):
+        why = problems[0] if problems else "stopped by a limit, or it ended the process"
+        return Outcome(name, False, f"the run did not finish ({why})")
     if not status.get("ok"):
         return Outcome(name, False, status.get("error") or "failed")
     try:

@@ -1,4 +1,7 @@
-'''The one clean training script every exercise is cut from, and its eight shapes.
+'''The one clean training script every exercise is cut from, in its eight shapes.
+
+Instructor-only: the clean lines are the fixes of the buggy ones, so the course kit leaves this
+file out with the rest of solutions/.
 
 The template below is an ordinary PyTorch script with three kinds of markup, all removed when it
 is rendered (so nothing of it reaches the learner):
@@ -8,7 +11,7 @@ is rendered (so nothing of it reaches the learner):
   ``loader``/``index`` the batching style); a line holding only ``[tag]`` opens a block of such
   lines, ``[end]`` closes it;
 * ``  #@site`` at the end of a line: the line a mutation of that name rewrites
-  (breaklab/exercises/mutations.py);
+  (solutions/exercise_mutations.py);
 * ``#@begin name`` / ``#@end name`` on lines of their own: a region, the span of code where a fix
   of that mutation may be written (by default a mutation's region is its site line alone).
 
@@ -21,51 +24,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-MODELS = ("mlp", "cnn")
-OPTIMIZERS = ("sgd", "adam")
-BATCHING = ("loader", "index")
+from breaklab.exercises.variants import Variant
 
-
-@dataclass(frozen=True)
-class Variant:
-    """One shape of the clean program: a model, an optimizer and a batching style."""
-
-    model: str
-    optimizer: str
-    batching: str
-
-    def __post_init__(self):
-        if self.model not in MODELS or self.optimizer not in OPTIMIZERS or self.batching not in BATCHING:
-            raise ValueError(f"unknown variant {self.model}/{self.optimizer}/{self.batching}")
-
-    @property
-    def name(self) -> str:
-        return f"{self.model}-{self.optimizer}-{self.batching}"
-
-    @property
-    def amp(self) -> bool:
-        return AMP_BY_MODEL[self.model]
-
-    @property
-    def tags(self) -> set[str]:
-        return {self.model, self.optimizer, self.batching}
-
-    @classmethod
-    def parse(cls, name: str) -> "Variant":
-        parts = name.split("-")
-        if len(parts) != 3:
-            raise ValueError(f"variant {name!r}: expected MODEL-OPTIMIZER-BATCHING, e.g. mlp-sgd-loader")
-        return cls(*parts)
-
-
-VARIANTS = tuple(Variant(m, o, b) for m in MODELS for o in OPTIMIZERS for b in BATCHING)
-
-# Mixed precision (float16 autocast with a GradScaler) per model. The MLP trains in float16: there
-# a missing loss scale shows (7-8% of its first layer's gradient entries underflow to exactly 0),
-# while the CNN's convolution gradients, sums over many positions, do not underflow (measured: no
-# symptom). The CNN trains in float32, where a missing zero_grad shows; under a GradScaler it does
+# Why AMP_BY_MODEL (breaklab/exercises/variants.py) trains the MLP in float16 and the CNN in
+# float32: in the MLP a missing loss scale shows (7-8% of its first layer's gradient entries
+# underflow to exactly 0), while the CNN's convolution gradients, sums over many positions, do not
+# underflow (measured: no symptom). In float32 a missing zero_grad shows; under a GradScaler it does
 # not, since the stale unscaled gradient is 65536 times smaller than the new scaled one.
-AMP_BY_MODEL = {"mlp": True, "cnn": False}
 
 # The learning rate of each optimizer, as it is written in the script. Measured: every variant
 # reaches test accuracy 0.93+ in 3 epochs with these (docs/EXERCISES.md).
@@ -234,12 +199,6 @@ class Script:
     @property
     def text(self) -> str:
         return "\n".join(self.lines) + "\n"
-
-    def region(self, name: str) -> tuple[int, int]:
-        """The span of lines where a fix of `name` may be written: its region, else its site."""
-        if name in self.regions:
-            return self.regions[name]
-        return self.sites[name], self.sites[name] + 1
 
 
 def render(variant: Variant) -> Script:
