@@ -450,11 +450,29 @@ def detect_labels_carry_no_signal(steps: list[dict], epochs: list[dict], model: 
     its label, and the labels carry no signal."""
     finding = _labels_carry_no_signal(steps, epochs, model)
     ratio = rules.first_to_last_grad_ratio(steps)
-    if finding is None or ratio is None or ratio < rules.FIRST_TO_LAST_GRAD_RATIO:
+    if finding is None or ratio is None:
+        return None
+    if not has_batchnorm(steps):  # the precondition of the split: both names fit, and they conflict
+        finding.evidence.append(NO_BATCHNORM_TO_SPLIT)
+        return finding
+    if ratio < rules.FIRST_TO_LAST_GRAD_RATIO:
         return None
     finding.evidence.append(f"the first layer's gradient is {ratio:.2f}x the last layer's (median): each example "
                             f"pulls toward its own label")
     return finding
+
+
+# The split between labels without signal and a loss that pairs every output with every label
+# rests on BatchNorm's backward pass, which removes a gradient that is the same for every example
+# (measured on trainer.py's model); without BatchNorm in the model, the first layer's gradient
+# cannot tell the two apart.
+NO_BATCHNORM_TO_SPLIT = ("no BatchNorm statistics were logged: the first layer's gradient cannot tell labels "
+                         "without signal from a loss that pairs every output with every label")
+
+
+def has_batchnorm(steps: list[dict]) -> bool:
+    """Whether the model has BatchNorm layers: their running statistics were logged."""
+    return any(r.get("bn_running_var_mean") is not None for r in steps)
 
 
 def detect_loss_ignores_pairing(steps: list[dict], epochs: list[dict], model: dict | None) -> Finding | None:
@@ -465,7 +483,12 @@ def detect_loss_ignores_pairing(steps: list[dict], epochs: list[dict], model: di
     label of the batch (an (N, N) matrix averaged); the outputs hardly vary within a batch."""
     finding = _labels_carry_no_signal(steps, epochs, model)
     ratio = rules.first_to_last_grad_ratio(steps)
-    if finding is None or ratio is None or ratio >= rules.FIRST_TO_LAST_GRAD_RATIO:
+    if finding is None or ratio is None:
+        return None
+    if not has_batchnorm(steps):  # see detect_labels_carry_no_signal: both fit, and they conflict
+        return _finding("loss_all_pairs", "shapes", finding.score, finding.evidence[:2] + [NO_BATCHNORM_TO_SPLIT],
+                        0, "loss stays at ln 10")
+    if ratio >= rules.FIRST_TO_LAST_GRAD_RATIO:
         return None
     spread = rules.median_output_spread(steps)
     evidence = finding.evidence[:2] + [

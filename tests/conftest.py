@@ -109,12 +109,12 @@ KNOWN_FAILURES_AFTER_MERGE = {
 
 
 # Run in parallel (`pytest -n 2`, pytest-xdist), each test file stays on one worker, so its
-# module-scoped fixtures are built once; the files that share the graded submissions of
+# module-scoped fixtures are built once; the two files that share the graded submissions of
 # tests/submission_fixtures.py (built once per process) stay together on one worker.
-SHARE_GRADED_SUBMISSIONS = {"test_grader.py", "test_grader_security.py", "test_grading_scale.py",
-                            "test_sandbox.py", "test_solutions.py"}
+SHARE_GRADED_SUBMISSIONS = {"test_grader.py", "test_solutions.py"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items):
     import pytest
 

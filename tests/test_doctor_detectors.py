@@ -273,15 +273,21 @@ def test_a_step_that_shrinks_at_an_epoch_boundary_is_a_lost_optimizer_state():
 
 
 def test_labels_without_signal_are_split_by_the_gradient_that_reaches_the_first_layer():
-    def stuck(first_layer_share):
+    def stuck(first_layer_share, batchnorm=True):
         steps = clean_steps()
         for r in steps:
             r.update(loss=2.33 + 0.02 * (r["step"] % 3), logit_min=-1.0, logit_max=1.0)
+            if not batchnorm:
+                r.update(bn_running_mean_abs=None, bn_running_var_mean=None)
             r["grad_norm_by_layer"]["fc1.weight"] = first_layer_share * r["grad_norm_by_layer"]["fc2.weight"]
         return verdict(steps, [{**clean_epochs()[0], "train_acc": 0.1, "test_acc": 0.11, "test_loss": 2.4}])
 
     assert stuck(0.6).verdict == "label_permute"   # each example pulls toward its own label
     assert stuck(0.03).verdict == "loss_all_pairs"  # one gradient for every example: BatchNorm removes it
+    # Without BatchNorm (no running statistics logged) the split's precondition fails: neither name.
+    for share in (0.6, 0.03):
+        d = stuck(share, batchnorm=False)
+        assert d.verdict == "unknown" and {h.name for h in d.hypotheses} == {"label_permute", "loss_all_pairs"}
 
 
 def test_every_detector_is_documented_and_new_fields_are_validated():

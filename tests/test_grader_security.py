@@ -122,7 +122,7 @@ FAKE_MEASUREMENTS = '''
         import breaklab.trainer as _trainer  # trainer.py's __main__ runs breaklab.trainer's train()
         from breaklab import metric_log as _metric_log
 
-        _trainer.evaluate = lambda model, x, y, brk=None: {"loss": 0.25, "acc": 0.93}
+        _trainer.evaluate = lambda model, x, y, brk=None: {"loss": 0.25, "acc": 0.93, "autograd_bytes": 0}
         _log_step = _metric_log.MetricLogger.log_step
 
         def _quiet(logger, record):

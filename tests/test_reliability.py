@@ -360,7 +360,7 @@ def test_damaged_tarball_for_the_doctor_names_the_file(tarball, tmp_path, damage
 
     data = tarball.read_bytes()
     bad = tmp_path / "run_bad.tgz"
-    bad.write_bytes({"truncated": data[: len(data) // 2], "empty": b""}.get(damage) or flip_bit(data, 5))
+    bad.write_bytes({"truncated": data[: len(data) // 2], "empty": b"", "bit-flipped": flip_bit(data, 5)}[damage])
     result = CliRunner().invoke(cli, ["doctor", str(bad)])
     assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit), \
         f"traceback: {result.exception!r}"
