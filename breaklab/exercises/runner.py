@@ -93,11 +93,14 @@ def run_in_sandbox(workdir: Path, scripts: dict[str, str], timeout: float):
     """Run the scripts in the grader's sandbox; return (outcomes, the sandbox's result). The
     sandbox hides this breaklab (and its answers): the scripts import a private, read-only copy of
     the code they need, beside workdir."""
+    from breaklab.grader.runs import passed_through_env
     from breaklab.grader.sandbox import run_sandboxed
 
     course = course_copy(workdir.parent / f"{workdir.name}-course")
     argv = prepare(workdir, scripts, parent=str(course))
-    result = run_sandboxed(argv, cwd=workdir, timeout=timeout, readable=[course])
+    # The CPU capability chosen for this process (ATEN_CPU_CAPABILITY) holds for the scripts too,
+    # as for a break's re-runs: a submission and its re-run compute with the same kernels.
+    result = run_sandboxed(argv, cwd=workdir, timeout=timeout, env=passed_through_env(), readable=[course])
     return {name: read_outcome(workdir, name) for name in scripts}, result
 
 
