@@ -416,13 +416,13 @@ HONEST["amp_no_scaling"] = ["""# Report: amp_no_scaling, seed 42
 
 Nothing looks broken in the loss or accuracy: test accuracy is 0.916 after one epoch, like the clean
 run. The difference is in the gradients. At step 0, 14% of the first-layer weight gradients are
-exactly zero, and still 7.7% at step 9, while the clean float32 run has none. These zeros are spread
+exactly zero, and still 13% at step 2, while the clean float32 run has none. These zeros are spread
 out, they are not whole dead rows (dead_unit_frac is 0), and amp_scale stays 1.0.
 
 ```symptom
 metric: zero_grad_frac_by_layer.fc1.weight
-step: 9
-value: 0.0772
+step: 2
+value: 0.132
 ```
 
 ## Root cause
