@@ -37,7 +37,7 @@ from typing import Any
 from breaklab.exercises.submit import FORMAT, NAME, REQUIRED_FILES, RUN_FOLDER, VERSION
 from breaklab.grader import intake, rubric
 from breaklab.grader.grade import Grader, failed, sandbox_facts
-from breaklab.grader.intake import SHA256, STUDENT, Rejected
+from breaklab.grader.intake import Rejected
 from breaklab.grader.runs import parse_records
 from breaklab.submission import parse_symptom_block
 
@@ -53,26 +53,15 @@ class ExerciseKeyError(Exception):
 
 def validate_manifest(m: Any) -> None:
     """An exercise submission's manifest: its shape and value ranges (Rejected names the field)."""
-    from breaklab.untrusted import MAX_MEMBERS
-
     if not isinstance(m, dict):
         raise Rejected("manifest.json is not a JSON object")
     if m.get("format") != FORMAT or m.get("version") != VERSION:
         raise Rejected(f"manifest.json is not a {FORMAT} version {VERSION} manifest (an exercise submission "
                        f"is made by `breaklab submit --exercise DIR`)")
 
-    def need(key, ok, what):
-        if key not in m or not ok(m[key]):
-            raise Rejected(f"manifest.json: {key!r} must be {what}")
-
+    need = intake.field_check(m)
     need("exercise", lambda v: isinstance(v, str) and NAME.match(v), "the exercise folder's name")
-    need("student", lambda v: v is None or (isinstance(v, str) and STUDENT.match(v)), "null or a short id")
-    need("env", lambda v: isinstance(v, dict), "an object")
-    need("files", lambda v: isinstance(v, dict) and len(v) <= MAX_MEMBERS and all(
-        isinstance(k, str) and isinstance(s, str) and SHA256.match(s) for k, s in v.items()),
-        "an object of file name -> SHA-256")
-    for name in m["files"]:
-        intake.check_name(name)
+    intake.check_shared_fields(m)
 
 
 def load_keys(path: Path) -> dict[str, dict]:

@@ -144,9 +144,7 @@ def validate_manifest(m: Any) -> None:
     if m.get("format") != FORMAT or m.get("version") != VERSION:
         raise Rejected(f"manifest.json is not a {FORMAT} version {VERSION} manifest")
 
-    def need(key, ok, what):
-        if key not in m or not ok(m[key]):
-            raise Rejected(f"manifest.json: {key!r} must be {what}")
+    need = field_check(m)
 
     def is_int(lo, hi):
         return lambda v: isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
@@ -156,6 +154,21 @@ def validate_manifest(m: Any) -> None:
     need("epochs", is_int(1, 20), "an integer from 1 to 20")
     need("threads", is_int(1, 64), "an integer from 1 to 64")
     need("base_commit", lambda v: isinstance(v, str) and COMMIT.match(v), "a full 40-hex commit id")
+    check_shared_fields(m)
+
+
+def field_check(m: dict) -> Callable[[str, Callable[[Any], Any], str], None]:
+    """need(key, ok, what): raise Rejected naming the field unless m[key] exists and ok(m[key])."""
+    def need(key, ok, what):
+        if key not in m or not ok(m[key]):
+            raise Rejected(f"manifest.json: {key!r} must be {what}")
+    return need
+
+
+def check_shared_fields(m: dict) -> None:
+    """The fields every submission's manifest has (a break's and an exercise's): student, env and
+    the files with their SHA-256, each file's name checked."""
+    need = field_check(m)
     need("student", lambda v: v is None or (isinstance(v, str) and STUDENT.match(v)), "null or a short id")
     need("env", lambda v: isinstance(v, dict), "an object")
     need("files", lambda v: isinstance(v, dict) and len(v) <= MAX_MEMBERS and all(

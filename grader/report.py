@@ -130,6 +130,10 @@ def make_plots(folder: Path, runs: dict[str, str], submission: str | None = None
     working folder's name."""
     if not runs:
         return "no re-run to plot"
+    if scratch is None:  # a folder of our own, gone when the figures are drawn
+        import tempfile
+        with tempfile.TemporaryDirectory(prefix="breaklab-plots-") as own:
+            return make_plots(folder, runs, submission, Path(own) / "copies")
     try:
         from breaklab import plots
         from breaklab.doctor import load_run
@@ -152,7 +156,7 @@ def make_plots(folder: Path, runs: dict[str, str], submission: str | None = None
     return made
 
 
-def _plain_copy(run_dir: Path, scratch: Path | None, label: str) -> Path:
+def _plain_copy(run_dir: Path, scratch: Path, label: str) -> Path:
     """The run's text files only, read without following links and written into a fresh folder."""
     import tempfile
 
@@ -160,12 +164,8 @@ def _plain_copy(run_dir: Path, scratch: Path | None, label: str) -> Path:
 
     files, _ = read_folder_files(run_dir, {"metrics.jsonl": 64 << 20, "meta.json": 1 << 20,
                                            "summary.json": 1 << 20})
-    if scratch is None:
-        scratch = Path(tempfile.mkdtemp(prefix="breaklab-plots-"))
-        dest = scratch / label
-    else:
-        scratch.mkdir(parents=True, exist_ok=True)
-        dest = Path(tempfile.mkdtemp(prefix=f"{label}-", dir=scratch)) / label
+    scratch.mkdir(parents=True, exist_ok=True)
+    dest = Path(tempfile.mkdtemp(prefix=f"{label}-", dir=scratch)) / label
     return write_fresh(dest, files)
 
 

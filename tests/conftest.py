@@ -48,6 +48,19 @@ def a_cache_of_this_test_session(tmp_path_factory):
         yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def graded_submissions_removed_at_the_end():
+    """tests/submission_fixtures.py builds its submissions in a folder of its own (about 450 MB):
+    removed when the session ends, also in a pytest-xdist worker, which skips atexit handlers."""
+    yield
+    import shutil
+    import sys
+
+    fixtures = sys.modules.get("submission_fixtures")
+    if fixtures is not None and fixtures.workspace.cache_info().currsize:
+        shutil.rmtree(fixtures.workspace(), ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def train_run(tmp_path_factory) -> Callable[..., Run]:
     """train_run(break_name="none", **config) -> Run, trained in-process once per configuration."""
