@@ -1068,7 +1068,8 @@ def diagnose(run: Run) -> Diagnosis:
     if learned(steps) and (not observations or (observations == [rise] and strongly_learned(steps))):
         signs = near_miss_signs(steps)
         kind = healthy_kind(steps, signs)
-        return Diagnosis("healthy", healthy_confidence(kind), [], remedy("healthy").next_check, "none",
+        next_check = remedy("unknown" if signs else "healthy").next_check  # a near miss: look closer
+        return Diagnosis("healthy", healthy_confidence(kind), [], next_check, "none",
                          signs + observations, None, None, len(steps), calibrated_as=kind)
     return Diagnosis("unknown", 0.0, [], remedy("unknown").next_check, "none known yet",
                      observations or ["the loss did not fall below half its start"], None, None, len(steps))

@@ -198,6 +198,7 @@ def test_a_healthy_run_with_a_near_miss_is_healthy_with_a_low_confidence():
         assert (d.verdict, d.calibrated_as) == ("healthy", "healthy:near_miss"), skipped
         assert d.confidence < 0.7, d.confidence
         assert f"skipped {skipped} of {STEPS} steps" in d.observations[0] and "near miss" in d.observations[0]
+        assert "breaklab triage" in d.next_check
     for steps in (scaled_float16(0), scaled_float16(near_miss - 1), clean_steps(),
                   scaled_float16(near_miss, autocast=F32_MAX)):  # as sound runs skip; or not float16
         d = verdict(steps)
