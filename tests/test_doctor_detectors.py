@@ -11,6 +11,7 @@ import math
 
 import pytest
 
+from breaklab import rules
 from breaklab.doctor import DETECTORS, Run, RunReadError, diagnose, validate_records
 
 F32_MAX, F16_MAX, BF16_MAX = 3.4028234663852886e38, 65504.0, 3.3895313892515355e38  # torch.finfo(...).max
@@ -170,6 +171,50 @@ def test_float16_steps_skipped_with_a_finite_loss_need_float16_and_a_scaler():
 
     assert verdict(skipping(F16_MAX, True)).verdict == "log_of_softmax_amp"
     assert verdict(skipping(F32_MAX, True)).verdict != "log_of_softmax_amp"
+
+
+def scaled_float16(skipped: int, autocast=F16_MAX) -> list[dict]:
+    """A run under autocast with a GradScaler whose loss stays finite, `skipped` of its steps
+    skipped (spread from step 10 on)."""
+    steps = clean_steps()
+    for r in steps:
+        r["forward_float_max"], r["grad_scaler_enabled"], r["amp_scale"] = autocast, True, 65536.0
+    for i in range(skipped):
+        r = steps[10 + i * (STEPS - 10) // skipped]
+        r["step_skipped"], r["grads_finite"], r["update_ratio"] = True, False, 0.0
+    return steps
+
+
+def fewest_skips_of_a_near_miss() -> int:
+    return math.floor(rules.FLOAT16_SKIPPED_STEP_NEAR_MISS * STEPS) + 1
+
+
+def test_a_healthy_run_with_a_near_miss_is_healthy_with_a_low_confidence():
+    near_miss = fewest_skips_of_a_near_miss()
+    below_rule = math.ceil(rules.FLOAT16_SKIPPED_STEP_SHARE * STEPS) - 1
+    assert near_miss <= below_rule
+    for skipped in (near_miss, below_rule):
+        d = verdict(scaled_float16(skipped))
+        assert (d.verdict, d.calibrated_as) == ("healthy", "healthy:near_miss"), skipped
+        assert d.confidence < 0.7, d.confidence
+        assert f"skipped {skipped} of {STEPS} steps" in d.observations[0] and "near miss" in d.observations[0]
+        assert "breaklab triage" in d.next_check
+    for steps in (scaled_float16(0), scaled_float16(near_miss - 1), clean_steps(),
+                  scaled_float16(near_miss, autocast=F32_MAX)):  # as sound runs skip; or not float16
+        d = verdict(steps)
+        assert (d.verdict, d.calibrated_as) == ("healthy", "healthy"), [h.name for h in d.hypotheses]
+        assert d.confidence >= 0.85 and not d.observations, (d.confidence, d.observations)
+    assert verdict(scaled_float16(below_rule + 1)).verdict == "log_of_softmax_amp"
+
+
+def test_healthy_confidence_comes_from_the_calibration_table(monkeypatch):
+    from breaklab import doctor
+
+    monkeypatch.setattr(doctor, "_PRECISION", {"healthy": 0.97, "healthy:near_miss": 0.2})
+    assert verdict(clean_steps()).confidence == 0.97
+    assert verdict(scaled_float16(fewest_skips_of_a_near_miss())).confidence == 0.2
+    monkeypatch.setattr(doctor, "_PRECISION", {})  # no table: the defaults
+    assert verdict(clean_steps()).confidence == doctor.HEALTHY_KINDS["healthy"]
 
 
 def test_nonfinite_loss_in_float16_is_overflow_only_when_float16_is_measured():
@@ -364,13 +409,29 @@ def test_calibration_and_held_out_sets_are_disjoint_and_docs_are_rewritten_betwe
     held_keys = {(seed, json_key(cfg)) for split, _, cfg, seed, _ in jobs if split == "held-out"}
     assert cal_keys and held_keys and not cal_keys & held_keys
     assert {s for s, _ in cal_keys}.isdisjoint({s for s, _ in held_keys})
-    assert not [j for j in jobs if j[0] == "calibration" and j[4] in cal.LATE_OUT_OF_CATALOGUE]
+    late = [j for j in jobs if j[0] == "calibration" and j[4] in cal.LATE_OUT_OF_CATALOGUE]
+    assert late and all(seed >= cal.LATE_SINCE_SEED for _, _, _, seed, _ in late)
     assert cal.expected_verdict("scheduler_not_stepped", {}) == "healthy"  # not visible in one run
     assert cal.expected_verdict("log_of_softmax", {"amp": True}) == "log_of_softmax_amp"
     doc = tmp_path / "DOCTOR.md"
     doc.write_text(f"before\n{cal.BEGIN}\nold\n{cal.END}\nafter\n")
     cal.write_docs(doc, "| new |")
     assert doc.read_text() == f"before\n{cal.BEGIN}\n| new |\n{cal.END}\nafter\n"
+
+
+def test_healthy_verdicts_are_calibrated_per_kind():
+    from breaklab import doctor_calibration as cal
+
+    def outcome(entry, expected, verdict, kind):
+        return cal.Outcome("calibration", "default", 0, entry, expected, verdict, 0.9, 0.0, kind)
+
+    outcomes = [*(outcome("none", "healthy", "healthy", "healthy") for _ in range(8)),
+                outcome("log_of_softmax_amp", "log_of_softmax_amp", "healthy", "healthy:near_miss"),
+                outcome("ooc_x", "", "healthy", "healthy"),  # outside the catalogue: no name is right
+                outcome("huge_lr", "huge_lr", "huge_lr", "huge_lr"),
+                outcome("none", "healthy", "unknown", "unknown")]
+    assert cal.precision_table(outcomes) == {"healthy": round(10 / 11, 3), "healthy:near_miss": 0.333,
+                                             "huge_lr": round(2 / 3, 3)}
 
 
 def json_key(cfg: dict) -> str:
