@@ -67,7 +67,8 @@ CHANCE_ACCURACY = 0.2                 # test accuracy below this after training:
 SCATTERED_ZERO_FRAC = 0.025
 SCATTERED_ZERO_WINDOW = 10
 
-# Hidden units whose weight rows get no gradient at all (dead ReLUs). Clean runs: under 10%.
+# Hidden units whose weight rows get no gradient at all (dead ReLUs, or a layer that gets no
+# gradient: the doctor tells them apart from the activations). Clean runs: under 10%.
 DEAD_UNIT_FRAC = 0.3                  # worth reporting at the last step
 DEAD_UNIT_MAJORITY = 0.5              # what an oversized step does to the layer
 

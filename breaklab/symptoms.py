@@ -34,7 +34,7 @@ SENTENCES: dict[str, Callable[[dict[str, Any]], str]] = {
     "scattered_zero_grads": lambda s: (
         f"{100 * s['frac']:.1f}% of first-layer gradient entries are exactly zero outside dead units "
         f"in the last {s['window']} steps: scattered underflow"),
-    "dead_units": lambda s: f"{100 * s['frac']:.0f}% of hidden units get no gradient at the last step (dead ReLUs)",
+    "dead_units": lambda s: f"{100 * s['frac']:.0f}% of hidden units get no gradient at the last step (whole rows of the first layer's gradient are 0)",
     "chance_accuracy": lambda s: f"test accuracy {s['test_acc']:.3f} after {s['epochs']} epoch(s): chance level",
 }
 
