@@ -86,10 +86,16 @@ def train_run(tmp_path_factory) -> Callable[..., Run]:
 SHARE_GRADED_SUBMISSIONS = {"test_grader.py", "test_solutions.py"}
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
-def pytest_collection_modifyitems(config, items):
-    import pytest
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist's, called only when it runs the tests
+def pytest_xdist_make_scheduler(config, log):
+    """pytest-xdist's file scheduling (a test file is sent to one worker whole), with the files
+    that share the graded submissions as one unit. (Its --dist loadgroup marks do not group
+    anything under pytest 9, whose node ids no longer take the group's suffix.)"""
+    from xdist.scheduler import LoadFileScheduling
 
-    for item in items:
-        file = item.path.name
-        item.add_marker(pytest.mark.xdist_group("graded-submissions" if file in SHARE_GRADED_SUBMISSIONS else file))
+    class OneWorkerPerFile(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            file = super()._split_scope(nodeid)
+            return "graded-submissions" if Path(file).name in SHARE_GRADED_SUBMISSIONS else file
+
+    return OneWorkerPerFile(config, log)
