@@ -5,6 +5,8 @@ order. Nothing here imports torch until the command runs, so `--help` starts fas
 """
 from __future__ import annotations
 
+import os
+
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -83,7 +85,9 @@ def run_from_cli(cfg: Config, explicit: set[str]) -> dict[str, Any]:
     try:
         if cfg.resume:
             cfg = config_from_checkpoint(cfg, explicit)
-        summary = train_and_summarize(cfg, warn=not cfg.quiet)
+        # BREAKLAB_FIGURE=0: no report.png (the grader's re-runs, which draw their own plots from
+        # the metrics; an unknown variable to older versions, which draw it as before).
+        summary = train_and_summarize(cfg, warn=not cfg.quiet, figure=os.environ.get("BREAKLAB_FIGURE") != "0")
     except (SetupError, UnknownBreak) as e:
         raise click.ClickException(str(e)) from None
     except KeyboardInterrupt:  # Ctrl-C: say how to continue rather than only "Aborted!"
