@@ -63,7 +63,8 @@ def graded_submissions_removed_at_the_end():
 
 @pytest.fixture(scope="session")
 def train_run(tmp_path_factory) -> Callable[..., Run]:
-    """train_run(break_name="none", **config) -> Run, trained in-process once per configuration."""
+    """train_run(break_name="none", **config) -> Run, trained in-process once per configuration,
+    without report.png (tests/test_plots.py draws and checks the figures)."""
     from breaklab.run_summary import train_and_summarize as train
     from breaklab.trainer import Config
 
@@ -73,7 +74,7 @@ def train_run(tmp_path_factory) -> Callable[..., Run]:
         key = (break_name, tuple(sorted(overrides.items())))
         if key not in cache:
             out = tmp_path_factory.mktemp(f"run_{break_name}")
-            train(Config(break_name=break_name, out=str(out), quiet=True, **overrides))
+            train(Config(break_name=break_name, out=str(out), quiet=True, **overrides), figure=False)
             cache[key] = Run(out)
         return cache[key]
 
