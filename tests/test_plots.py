@@ -215,6 +215,39 @@ def test_report_png_is_byte_reproducible_and_titled_from_the_run(tmp_path):
     assert plots.png_title(first).startswith("huge_lr_7: 40 steps, test accuracy 90.0%")
 
 
+def test_fixed_layout_draws_the_pixels_of_the_measured_layout(tmp_path, monkeypatch):
+    """Axis labels at fixed places and tick objects only for ticks in view (which spare matplotlib
+    its measuring) draw exactly the pixels of matplotlib's own measured layout: log, symmetric log,
+    linear and percentage axes, drawn over a clean run."""
+    import numpy as np
+
+    root = tmp_path / "runs"
+    make_run(root / "none_7")
+    run = make_run(root / "huge_lr_7", break_name="huge_lr", lr=lambda s: 10 ** (-s / 10),
+                   loss=lambda s: 2.3 * 1.2 ** s, logit_rowsum_mean=lambda s: -(1.5 ** s))
+    report = plots.prepare_report(run)
+
+    def pixels(fig):
+        fig.canvas.draw()
+        return np.asarray(fig.canvas.buffer_rgba()).copy()
+
+    def both(draw):
+        fig = draw()
+        fixed = pixels(fig)
+        with monkeypatch.context() as patch:
+            patch.setattr(plots, "_fixed_axis_layout", lambda ax: None)
+            measured = pixels(draw())
+        assert fixed.shape == measured.shape and (fixed == measured).all(), \
+            f"{int((fixed != measured).any(axis=2).sum())} pixels differ"
+        return fig
+
+    fig = both(lambda: plots.report_figure(report.run, report.diagnosis, report.reference,
+                                           report.reference_label, report.name))
+    scales = {ax.get_gid(): ax.get_yscale() for ax in fig.axes}
+    assert {"log", "symlog", "linear"} <= set(scales.values()), scales
+    both(lambda: plots.compare_figure(report.run, report.reference, "a", "b"))
+
+
 def test_grader_figures_are_titled_by_submission_and_run(tmp_path):
     from breaklab.grader.report import make_plots
 
