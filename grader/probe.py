@@ -239,6 +239,10 @@ class _CleanHooks:
 
 
 def main(argv: list[str]) -> None:
+    import atexit
+    import gc
+
+    atexit.register(gc.freeze)  # no collection over torch's objects at exit (breaklab/shutdown.py)
     tree, break_name, seed, in_path, out_path = argv[1], argv[2], int(argv[3]), argv[4], argv[5]
     with open(in_path, encoding="utf-8") as f:
         inputs = json.load(f)

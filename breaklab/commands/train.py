@@ -102,4 +102,7 @@ def run_from_cli(cfg: Config, explicit: set[str]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None, prog_name: str = "breaklab train") -> None:
+    from breaklab.shutdown import skip_final_garbage_collection
+
+    skip_final_garbage_collection()
     build_command()(args=argv, prog_name=prog_name)
