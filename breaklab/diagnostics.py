@@ -190,6 +190,16 @@ class StepDiagnostics:
             torch.linalg.vector_norm(bn.running_mean, 1, out=self._bn_slots[0, i])
             torch.sum(bn.running_var, dim=0, out=self._bn_slots[1, i])
 
+    def _global_grad_norm(self, into: str) -> None:
+        """The global L2 norm of the gradients .grad holds now (0 when none has one), written
+        into the slot `into`."""
+        grads = [p.grad for p in self.params if p.grad is not None]
+        slot = self._slot[into]
+        if grads:
+            torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)), out=slot)
+        else:
+            slot.zero_()
+
     # -- the calls the training loop makes ---------------------------------------------------
     @torch.no_grad()
     def before_backward(self) -> None:
@@ -197,12 +207,7 @@ class StepDiagnostics:
         the global norm of what .grad still holds (0 or no .grad at all in a loop that clears
         them; the previous steps' gradients when it does not). Measured directly, it does not
         depend on clipping, which caps the growth a missing zero_grad otherwise shows."""
-        grads = [p.grad for p in self.params if p.grad is not None]
-        slot = self._slot["carried_norm"]
-        if grads:
-            torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)), out=slot)
-        else:
-            slot.zero_()
+        self._global_grad_norm(into="carried_norm")
         self._carried_measured = True
 
     @torch.no_grad()
@@ -211,12 +216,7 @@ class StepDiagnostics:
         unscale_): the global gradient norm as the backward pass left it. record() divides it
         by the step's loss scale, so it compares with grad_norm, which is taken after clipping:
         a detector of growing gradients needs the norm that clipping has not capped."""
-        grads = [p.grad for p in self.params if p.grad is not None]
-        slot = self._slot["pre_clip_norm"]
-        if grads:
-            torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)), out=slot)
-        else:
-            slot.zero_()
+        self._global_grad_norm(into="pre_clip_norm")
         self._pre_clip_measured = True
 
     @torch.no_grad()
