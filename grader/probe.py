@@ -242,7 +242,7 @@ def main(argv: list[str]) -> None:
     import atexit
     import gc
 
-    atexit.register(gc.freeze)  # no collection over torch's objects at exit (breaklab/shutdown.py)
+    atexit.register(gc.freeze)  # no collection over torch's objects at exit (breaklab/process_gc.py)
     tree, break_name, seed, in_path, out_path = argv[1], argv[2], int(argv[3]), argv[4], argv[5]
     with open(in_path, encoding="utf-8") as f:
         inputs = json.load(f)

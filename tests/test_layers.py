@@ -23,7 +23,7 @@ ROOT_MODULES = {"breaklab.trainer": ROOT / "trainer.py", "breaklab.canonical_set
 LAYERS = [
     ("data and run files", ["breaklab", "breaklab.atomic", "breaklab.canonical_setup", "breaklab.config",
                             "breaklab.catalogue", "breaklab.metric_log", "breaklab.tarballs", "breaklab.runfiles",
-                            "breaklab.cache", "breaklab.secret", "breaklab.untrusted", "breaklab.shutdown",
+                            "breaklab.cache", "breaklab.secret", "breaklab.untrusted", "breaklab.process_gc",
                             "breaklab.solutions"]),
     ("training", ["breaklab.breaks", "breaklab.breaks.*", "breaklab.diagnostics", "breaklab.trainer",
                   "breaklab.layers", "breaklab.graph_memory"]),

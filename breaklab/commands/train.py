@@ -60,13 +60,17 @@ def build_command() -> click.Command:
 
 
 def run_from_cli(cfg: Config, explicit: set[str]) -> dict[str, Any]:
-    import torch
+    from breaklab.process_gc import imports_without_collection
 
-    from breaklab import catalogue
-    from breaklab.breaks import UnknownBreak
-    from breaklab.canonical_setup import SetupError
-    from breaklab.run_summary import train_and_summarize
-    from breaklab.trainer import config_from_checkpoint
+    with imports_without_collection():
+        import torch
+        import torch._dynamo  # noqa: F401  (any torch.optim optimizer imports it, and sympy)
+
+        from breaklab import catalogue
+        from breaklab.breaks import UnknownBreak
+        from breaklab.canonical_setup import SetupError
+        from breaklab.run_summary import train_and_summarize
+        from breaklab.trainer import config_from_checkpoint
 
     if not catalogue.is_known(cfg.break_name):
         raise click.UsageError(catalogue.unknown_message(cfg.break_name))
@@ -102,7 +106,7 @@ def run_from_cli(cfg: Config, explicit: set[str]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None, prog_name: str = "breaklab train") -> None:
-    from breaklab.shutdown import skip_final_garbage_collection
+    from breaklab.process_gc import skip_final_garbage_collection
 
     skip_final_garbage_collection()
     build_command()(args=argv, prog_name=prog_name)

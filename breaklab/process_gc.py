@@ -1,0 +1,49 @@
+"""The garbage collector in a command's process: no walks over torch's objects that free nothing.
+
+Python's cyclic garbage collector walks every tracked object in a full collection. After torch,
+torch._dynamo (which any torch.optim optimizer imports) and sympy are loaded, that is hundreds of
+thousands of objects and 0.15-0.2 s of CPU a walk, for objects that live as long as the process.
+A command pays it while importing them (the imports' allocations trigger two full collections)
+and once more, over everything, when the interpreter exits. Measured on a 2-core machine, a
+1-epoch trainer.py run: 7.9 s of CPU before, 6.5 s with the exit's walk skipped, and 0.1-0.3 s
+less again with the imports' walks skipped (3 alternating pairs each, the same bytes).
+
+* `imports_without_collection()`: the collector is off while the heavy modules are imported;
+  then they are frozen (`gc.freeze`: moved out of the collector's reach for the rest of the
+  process), so later collections walk only what the run itself allocates.
+* `skip_final_garbage_collection()`: `gc.freeze` as the last exit handler (registered first,
+  it runs after every other one), so the exit skips the walk; files are flushed and closed as
+  before.
+
+Both are for a command's own process, which ends after its one job, never for a library call:
+frozen objects that later become garbage in a cycle are not freed.
+"""
+from __future__ import annotations
+
+import atexit
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+_registered = False
+
+
+def skip_final_garbage_collection() -> None:
+    """Register gc.freeze as an exit handler, once per process."""
+    global _registered
+    if not _registered:
+        atexit.register(gc.freeze)
+        _registered = True
+
+
+@contextmanager
+def imports_without_collection() -> Iterator[None]:
+    """No collection while the body imports; everything alive after it is frozen."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if was_enabled:
+            gc.enable()
