@@ -108,3 +108,24 @@ def test_pack_refuses_an_unfinished_folder(runner, tmp_path):
     result = runner.invoke(cli, ["pack", str(tmp_path)])
     assert result.exit_code == 2
     assert "is not a finished run" in result.output
+
+
+def test_imports_without_collection_freezes_only_a_fresh_process():
+    """The train command's imports run with the collector off and are frozen after, in a process
+    that had not imported them; a process that already had (a test, a notebook) is left alone."""
+    import gc
+    import subprocess
+    import sys
+
+    from breaklab.process_gc import imports_without_collection
+
+    fresh = subprocess.run([sys.executable, "-c", (
+        "import gc\nfrom breaklab.process_gc import imports_without_collection\n"
+        "with imports_without_collection(heavy='xml.dom.minidom'):\n    assert not gc.isenabled()\n"
+        "    import xml.dom.minidom\n"
+        "print(gc.isenabled(), gc.get_freeze_count() > 0)")], capture_output=True, text=True, check=True)
+    assert fresh.stdout.split() == ["True", "True"], fresh.stdout + fresh.stderr
+    frozen = gc.get_freeze_count()
+    with imports_without_collection(heavy="json"):
+        assert gc.isenabled()
+    assert gc.get_freeze_count() == frozen
