@@ -668,18 +668,24 @@ def detect_float16_overflow(steps: list[dict], epochs: list[dict], model: dict |
                     f"step {seen['step']}: non-finite loss in float16")
 
 
+def _float16_steps_skipped_with_finite_loss(steps: list[dict]) -> list[dict] | None:
+    """The steps a GradScaler skipped, where float16 autocast and the scaler were in use and the
+    loss was finite at every step (both measured per step); None where that does not hold."""
+    if not steps or rules.float16_in_use(steps) is not True or rules.scaler_state(steps) is not True:
+        return None
+    if any(not r.get("loss_finite", True) for r in steps):
+        return None
+    return [r for r in steps if r.get("step_skipped")]
+
+
 def detect_float16_nonfinite_gradients(steps: list[dict], epochs: list[dict], model: dict | None) -> Finding | None:
     """Numerics. Under float16 autocast with a GradScaler (both measured per step:
     rules.float16_in_use, rules.scaler_state), the loss stays finite at every step but the
     scaler skips many steps for non-finite gradients (rules.FLOAT16_SKIPPED_STEP_SHARE): the backward
     pass of a float16 loss produces inf/NaN (log of a float16 probability that rounded to
     exactly 0.0: a value, whose log is -inf)."""
-    if rules.float16_in_use(steps) is not True or rules.scaler_state(steps) is not True:
-        return None
-    if any(not r.get("loss_finite", True) for r in steps):
-        return None
-    skipped = [r for r in steps if r.get("step_skipped")]
-    if len(skipped) < rules.FLOAT16_SKIPPED_STEP_SHARE * len(steps):
+    skipped = _float16_steps_skipped_with_finite_loss(steps)
+    if skipped is None or len(skipped) < rules.FLOAT16_SKIPPED_STEP_SHARE * len(steps):
         return None
     scales = [r["amp_scale"] for r in steps if r.get("amp_scale") is not None]
     evidence = [f"the GradScaler skipped {len(skipped)} of {len(steps)} steps (non-finite gradients) from step "
@@ -980,11 +986,16 @@ def _calibration() -> dict[str, float]:
 _PRECISION: dict[str, float] | None = None
 
 
-def calibrated(finding: Finding) -> float:
+def _precision() -> dict[str, float]:
+    """The precision table, read once per process."""
     global _PRECISION
     if _PRECISION is None:
         _PRECISION = _calibration()
-    return min(finding.score, _PRECISION.get(finding.name, finding.score))
+    return _PRECISION
+
+
+def calibrated(finding: Finding) -> float:
+    return min(finding.score, _precision().get(finding.name, finding.score))
 
 
 # A healthy verdict is calibrated as one of three kinds (the keys of the precision table): the
@@ -1001,11 +1012,10 @@ def near_miss_signs(steps: list[dict]) -> list[str]:
     Under float16 autocast with a GradScaler and a loss finite throughout, the scaler skipped
     more steps than rules.FLOAT16_SKIPPED_STEP_NEAR_MISS but fewer than the
     rules.FLOAT16_SKIPPED_STEP_SHARE that names log_of_softmax_amp."""
-    if not steps or rules.float16_in_use(steps) is not True or rules.scaler_state(steps) is not True:
+    skipped_steps = _float16_steps_skipped_with_finite_loss(steps)
+    if skipped_steps is None:
         return []
-    if any(not r.get("loss_finite", True) for r in steps):
-        return []
-    skipped = sum(bool(r.get("step_skipped")) for r in steps)
+    skipped = len(skipped_steps)
     if not rules.FLOAT16_SKIPPED_STEP_NEAR_MISS * len(steps) < skipped < rules.FLOAT16_SKIPPED_STEP_SHARE * len(steps):
         return []
     return [f"near miss: the GradScaler skipped {skipped} of {len(steps)} steps ({skipped / len(steps):.0%}) for "
@@ -1024,10 +1034,7 @@ def healthy_kind(steps: list[dict], signs: list[str]) -> str:
 def healthy_confidence(kind: str) -> float:
     """The kind's precision on the calibration runs (Laplace-smoothed, as a named verdict's cap),
     or its default when the calibration table has none."""
-    global _PRECISION
-    if _PRECISION is None:
-        _PRECISION = _calibration()
-    return max(0.05, min(0.99, _PRECISION.get(kind, HEALTHY_KINDS[kind])))
+    return max(0.05, min(0.99, _precision().get(kind, HEALTHY_KINDS[kind])))
 
 
 def learned(steps: list[dict]) -> bool:

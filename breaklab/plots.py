@@ -24,10 +24,8 @@ panel, several times); the pixels are the same as with matplotlib's measured lay
 from __future__ import annotations
 
 import functools
-import gc
 import io
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
@@ -655,19 +653,14 @@ def _figure(rows: int, cols: int, width: float, height: float):
     return fig, axes
 
 
-@contextmanager
 def _no_garbage_collection():
     """Importing matplotlib and drawing a figure make tens of thousands of objects, each burst of
     allocations starting a collection that walks every object the process holds (a trainer holds
     torch's: about 300,000). Collection is switched back on (if it was on) when the PNG is made;
     the figure, which holds reference cycles, is collected then."""
-    was_on = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_on:
-            gc.enable()
+    from breaklab.process_gc import collection_paused
+
+    return collection_paused()
 
 
 def _fixed_axis_layout(ax) -> None:

@@ -11,6 +11,8 @@ less again with the imports' walks skipped (3 alternating pairs each, the same b
 * `imports_without_collection()`: the collector is off while the heavy modules are imported;
   then they are frozen (`gc.freeze`: moved out of the collector's reach for the rest of the
   process), so later collections walk only what the run itself allocates.
+* `collection_paused()`: the collector is off for a block that allocates a burst of objects
+  (report.png's drawing), and back on after it.
 * `skip_final_garbage_collection()`: `gc.freeze` as the last exit handler (registered first,
   it runs after every other one), so the exit skips the walk; files are flushed and closed as
   before.
@@ -46,11 +48,21 @@ def imports_without_collection(heavy: str = "torch._dynamo") -> Iterator[None]:
     if heavy in sys.modules:
         yield
         return
+    with collection_paused():
+        try:
+            yield
+        finally:
+            gc.freeze()
+
+
+@contextmanager
+def collection_paused() -> Iterator[None]:
+    """No collection inside the block; the collector is switched back on after it (if it was on),
+    and what the block left in cycles is collected by its next run."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
-        gc.freeze()
         if was_enabled:
             gc.enable()
