@@ -36,9 +36,10 @@ def cli() -> None:
       ./demo_run.sh 5 mystery       a hidden break: breaklab hint RUN, breaklab reveal RUN --guess NAME
       breaklab exercise new ...     a plain training script with bugs to find, like an interview
     """
-    from breaklab.process_gc import skip_final_garbage_collection
+    from breaklab.process_gc import heavy_imports_frozen, skip_final_garbage_collection
 
     skip_final_garbage_collection()
+    heavy_imports_frozen()
 
 
 def _register() -> None:

@@ -13,6 +13,10 @@ less again with the imports' walks skipped (3 alternating pairs each, the same b
   process), so later collections walk only what the run itself allocates.
 * `collection_paused()`: the collector is off for a block that allocates a burst of objects
   (report.png's drawing), and back on after it.
+* `heavy_imports_frozen()`: the same for a command that imports them somewhere in its code, not
+  in one place: torch and torch._dynamo are each imported with the collector off and frozen after,
+  wherever the first `import` of them happens. The `breaklab` command installs it for every
+  subcommand; it costs nothing in a command that never imports torch (`--help`, `list`).
 * `skip_final_garbage_collection()`: `gc.freeze` as the last exit handler (registered first,
   it runs after every other one), so the exit skips the walk; files are flushed and closed as
   before.
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import atexit
 import gc
+import importlib.abc
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -53,6 +58,52 @@ def imports_without_collection(heavy: str = "torch._dynamo") -> Iterator[None]:
             yield
         finally:
             gc.freeze()
+
+
+HEAVY = ("torch", "torch._dynamo")
+
+
+class _FrozenImport(importlib.abc.MetaPathFinder):
+    """Finds nothing itself: for a module of `names` not yet imported, it asks the finders after it
+    and wraps the loader's exec_module, so that the module's code runs with the collector paused
+    and its objects are frozen after."""
+
+    def __init__(self, names: tuple[str, ...]):
+        self.names = set(names)
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname not in self.names:
+            return None
+        self.names.discard(fullname)  # once: a later import finds the module in sys.modules
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        loader = getattr(spec, "loader", None)
+        if loader is None or not hasattr(loader, "exec_module"):
+            return spec
+        run_module = loader.exec_module
+
+        def exec_module(module):
+            with collection_paused():
+                try:
+                    run_module(module)
+                finally:
+                    gc.freeze()
+        loader.exec_module = exec_module
+        return spec
+
+
+def heavy_imports_frozen(names: tuple[str, ...] = HEAVY) -> None:
+    """In a command's process, once: each module of `names` that is not imported yet will be
+    imported with the collector off and frozen after (see the module's docstring)."""
+    missing = tuple(n for n in names if n not in sys.modules)
+    if missing and not any(isinstance(f, _FrozenImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _FrozenImport(missing))
 
 
 @contextmanager

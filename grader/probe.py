@@ -247,11 +247,15 @@ def main(argv: list[str]) -> None:
     with open(in_path, encoding="utf-8") as f:
         inputs = json.load(f)
     sys.path.insert(0, tree)
+    gc.disable()  # torch's modules imported with the collector off, then frozen (breaklab/process_gc.py)
     import torch
+    import torch._dynamo  # noqa: F401  (the SGD optimizer below imports it)
 
     torch.set_num_threads(1)
     import torch.nn.functional  # noqa: F401
     import torch.optim.lr_scheduler  # noqa: F401
+    gc.freeze()
+    gc.enable()
     hook_outputs(_CleanHooks(), inputs, torch)
     before = identity_snapshot()
     result: dict[str, Any] = {}

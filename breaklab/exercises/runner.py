@@ -29,6 +29,10 @@ RUN_FOLDER = "run"  # the script's OUT_DIR
 DRIVER = r'''
 import atexit, contextlib, gc, json, os, runpy, sys, traceback
 atexit.register(gc.freeze)  # no collection over torch's objects at exit (breaklab/process_gc.py)
+gc.disable()  # nor while torch is imported: its modules are frozen after
+import torch, torch._dynamo
+gc.freeze()
+gc.enable()
 sys.path.insert(0, {parent!r})
 base = os.path.dirname(os.path.abspath(__file__))
 for name in json.loads(open(os.path.join(base, "jobs.json")).read()):
