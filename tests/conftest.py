@@ -29,6 +29,15 @@ class Run:
         return [r[key] for r in self.steps]
 
 
+def pytest_configure(config):
+    """torch and torch._dynamo, wherever a test first imports them, are imported with the garbage
+    collector off and frozen after (breaklab/process_gc.py): the collections a test process makes
+    later walk only the tests' own objects."""
+    from breaklab.process_gc import heavy_imports_frozen
+
+    heavy_imports_frozen()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def demo_runs_keep_their_names():
     """demo_run.sh names a run BREAK_SEED_fixed when the checkout has uncommitted changes to
@@ -85,6 +94,12 @@ def train_run(tmp_path_factory) -> Callable[..., Run]:
 # module-scoped fixtures are built once; the two files that share the graded submissions of
 # tests/submission_fixtures.py (built once per process) stay together on one worker.
 SHARE_GRADED_SUBMISSIONS = {"test_grader.py", "test_solutions.py"}
+# The files that take minutes, longest first (measured with `pytest -n 2 --durations=0`): a
+# worker that becomes free takes the longest file left, so that no long file starts last while
+# the other worker idles. The rest follow in collection order.
+LONGEST_FIRST = ("graded-submissions", "test_grader_security.py", "test_grading_scale.py", "test_exercises.py",
+                 "test_examples.py", "test_plots.py", "test_sandbox.py", "test_reliability.py", "test_mystery.py",
+                 "test_breaks.py", "test_triage.py")
 
 
 @pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist's, called only when it runs the tests
@@ -94,9 +109,18 @@ def pytest_xdist_make_scheduler(config, log):
     anything under pytest 9, whose node ids no longer take the group's suffix.)"""
     from xdist.scheduler import LoadFileScheduling
 
+    def rank(scope: str) -> int:
+        name = Path(scope).name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
     class OneWorkerPerFile(LoadFileScheduling):
         def _split_scope(self, nodeid: str) -> str:
             file = super()._split_scope(nodeid)
             return "graded-submissions" if Path(file).name in SHARE_GRADED_SUBMISSIONS else file
+
+        def _assign_work_unit(self, node) -> None:
+            longest = min(self.workqueue, key=rank)  # the first of the lowest rank: collection order
+            self.workqueue.move_to_end(longest, last=False)
+            super()._assign_work_unit(node)
 
     return OneWorkerPerFile(config, log)
