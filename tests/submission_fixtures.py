@@ -23,8 +23,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED, EPOCHS = 42, 1
-BREAKS = ["amp_no_scaling", "double_softmax", "eval_mode", "huge_lr", "label_permute", "loss_sum",
-          "missing_zero_grad"]
+# The breaks whose reference fix goes through `breaklab submit` and the grader end to end: float16
+# (amp_no_scaling), the one the bad variants and the other modules' classes are made from
+# (huge_lr), the one the wrong fix is of (label_permute), the resubmissions' (loss_sum). Each
+# submission costs five trainings in their own processes; tests/test_solutions.py checks every
+# other break's reference fix and write-up on runs trained in-process.
+BREAKS = ["amp_no_scaling", "huge_lr", "label_permute", "loss_sum"]
 
 
 def once(build_all):
@@ -168,12 +172,28 @@ def _tamper_metrics(files):
     files["broken/metrics.jsonl"] = "".join(lines).encode()
 
 
-@once
-def submissions() -> dict[str, Path]:
-    """Every submission the tests grade: the seven references and the bad variants."""
+def as_student(student: str):
+    """A repack change: the same submission handed in by another student."""
+    def change(files):
+        manifest = json.loads(files["manifest.json"])
+        manifest["student"] = student
+        files["manifest.json"] = json.dumps(manifest).encode()
+    return change
+
+
+@lru_cache(maxsize=None)
+def reference(break_name: str) -> Path:
+    """The reference fix of one break as a student submits it, built once per test process (the
+    modules that need an honest submission share it: repack it under another student's name)."""
     from breaklab.solutions import fix_patch
 
-    jobs = {b: (lambda b=b: build(f"ref_{b}", b, patch=fix_patch(b))) for b in BREAKS}
+    return build(f"ref_{break_name}", break_name, patch=fix_patch(break_name))
+
+
+@once
+def submissions() -> dict[str, Path]:
+    """Every submission the tests grade: the references of BREAKS and the bad variants."""
+    jobs = {b: (lambda b=b: reference(b)) for b in BREAKS}
     jobs["wrong_fix"] = lambda: build("wrong_fix", "label_permute", edit=wrong_fix)
     jobs["non_minimal_fix"] = lambda: build("non_minimal_fix", "huge_lr", edit=non_minimal_fix)
     with ThreadPoolExecutor(2) as pool:

@@ -135,7 +135,7 @@ def test_class_integrity_flags(grades):
     assert "near_duplicate" not in flags("loss_sum") and "near_duplicate" not in flags("keyword_report")
     rows = {r["submission"]: r for r in csv.DictReader((fx.workspace() / "graded" / "grades.csv").open())}
     assert rows[a]["needs_review"] == "yes" and f"near-duplicate of {b}" in rows[a]["integrity"]
-    assert rows[grades["double_softmax"]["submission"]]["needs_review"] == "no"
+    assert rows[grades["amp_no_scaling"]["submission"]]["needs_review"] == "no"
     from breaklab.grader.report import md as markdown_escaped
 
     md = (fx.workspace() / "graded" / a / "grade.md").read_text()

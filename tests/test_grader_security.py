@@ -145,25 +145,16 @@ def fakes(unseen: bool) -> callable:
     return change
 
 
-def masked(tree: Path) -> None:
-    path = tree / "breaklab" / "config.py"
-    text = path.read_text()
+def masked(text: str) -> str:
+    """breaklab/config.py: the default learning rate / 100, so huge_lr's x100 lands on 0.1."""
     old = 'lr: float = _opt(0.1, '
     assert old in text
-    path.write_text(text.replace(old, 'lr: float = _opt(0.001, ', 1))
+    return text.replace(old, 'lr: float = _opt(0.001, ', 1)
 
 
-def no_op(tree: Path) -> None:
-    path = tree / "breaks" / "huge_lr.py"
-    text = path.read_text()
+def no_op(text: str) -> str:
     assert "return lr * 100\n" in text
-    path.write_text(text.replace("return lr * 100\n", "return lr * 100  # fixed\n"))
-
-
-def edit(path: str, change):
-    def apply(tree: Path) -> None:
-        (tree / path).write_text(change((tree / path).read_text()))
-    return apply
+    return text.replace("return lr * 100\n", "return lr * 100  # fixed\n")
 
 
 def capabilities() -> list[str]:
@@ -219,7 +210,7 @@ def attacked(tmp_path_factory):
     out = base / "graded"
     inbox = base / "inbox"
 
-    good = fx.build("sec_good", "huge_lr", patch=fix_patch("huge_lr"))
+    good = fx.repack(fx.reference("huge_lr"), "sec_good", fx.as_student("sec-good"))
     scratch = fx.student_clone("sec_scratch")
     hook = "breaks/huge_lr.py"
     repacked = {
@@ -234,10 +225,16 @@ def attacked(tmp_path_factory):
     for name, change in repacked.items():
         patch = _patch(scratch, hook, change)
         subs[name] = fx.repack(good, f"sec_{name}", lambda files, p=patch: files.__setitem__("fix.patch", p))
-    subs["fakes_evaluation"] = fx.build("sec_fakes_evaluation", "huge_lr", edit=edit(hook, fakes(unseen=False)))
-    subs["fakes_unseen"] = fx.build("sec_fakes_unseen", "huge_lr", edit=edit(hook, fakes(unseen=True)))
-    subs["masked"] = fx.build("sec_masked", "huge_lr", edit=masked)
-    subs["no_op"] = fx.build("sec_no_op", "huge_lr", edit=no_op)
+    # The fixes below are judged by the grader's own re-runs of their patch, never by the fixed run
+    # a submission carries: each is the honest submission with only its fix.patch replaced.
+    # (A no-op fix is built with its own fixed run: an honest student's, which the re-run matches.)
+    patched = {"fakes_evaluation": (hook, fakes(unseen=False)), "fakes_unseen": (hook, fakes(unseen=True)),
+               "masked": ("breaklab/config.py", masked)}
+    for name, (path, change) in patched.items():
+        patch = _patch(scratch, path, change)
+        subs[name] = fx.repack(good, f"sec_{name}", lambda files, p=patch: files.__setitem__("fix.patch", p))
+    subs["no_op"] = fx.build("sec_no_op", "huge_lr", edit=lambda tree: (tree / hook).write_text(
+        no_op((tree / hook).read_text())))
     subs["tampered"] = fx.repack(good, "sec_tampered", fx._tamper_metrics)
     caps = other_capability()
     if caps is not None:

@@ -26,9 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def inbox(tmp_path_factory) -> Path:
     """Three students, one fixed huge_lr run (built once), three reports: ben's and cy's are a
     near-duplicate pair, and they fall into different shards."""
-    from breaklab.solutions import fix_patch
-
-    base = fx.build("scale_base", "huge_lr", patch=fix_patch("huge_lr"))
+    base = fx.reference("huge_lr")
     folder = tmp_path_factory.mktemp("inbox")
     reports = {"ann": HONEST["huge_lr"][0], "ben": HONEST["huge_lr"][1],
                "cy": light_edit(HONEST["huge_lr"][1], 0.1, 11)}

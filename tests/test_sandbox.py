@@ -129,12 +129,10 @@ def own_processes(out: Path) -> list[str]:
 def graded(tmp_path_factory):
     from breaklab.grader.grade import Grader
 
-    from breaklab.solutions import fix_patch
-
     for path in OUTSIDE_FILES:
         path.unlink(missing_ok=True)
     listener = Listener()
-    good = fx.build("sandbox_ref", "huge_lr", patch=fix_patch("huge_lr"))
+    good = fx.repack(fx.reference("huge_lr"), "sandbox_ref", fx.as_student("sandbox-ref"))
     scratch = fx.student_clone("sandbox_scratch")
     subs = {"good": good}
     for name, code in {**HOSTILE, "fails": FAILS}.items():

@@ -29,7 +29,7 @@ import submission_fixtures as fx
 
 def test_every_break_has_a_solution():
     """Every bug has a fix, a write-up and a rubric; a control has no fix (there is nothing to
-    fix), only its write-up. The grading fixtures cover the first seven."""
+    fix), only its write-up. The grading fixtures cover fx.BREAKS."""
     assert names() == sorted(FAULT_NAMES)
     assert set(fx.BREAKS) <= set(names())
     for name in names():
@@ -150,10 +150,10 @@ def test_writeup_claim_matches_the_broken_run_and_is_a_symptom(name, clean_recor
 
 
 # ---------------------------------------------------------------------------------------------
-# The rest of the catalogue, trained in-process (the first seven go through submit above)
+# The rest of the catalogue, trained in-process (fx.BREAKS go through submit above)
 # ---------------------------------------------------------------------------------------------
 
-FIRST_SEVEN = fx.BREAKS
+THROUGH_SUBMIT = fx.BREAKS
 
 # -- every bug's write-up claims what its run shows ----------------------------------------------
 
@@ -162,7 +162,7 @@ SMALL_VALUE_CLAIMS = {"resume_without_optimizer_state"}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [n for n in FAULT_NAMES if n not in FIRST_SEVEN])
+@pytest.mark.parametrize("name", [n for n in FAULT_NAMES if n not in THROUGH_SUBMIT])
 def test_writeup_claim_is_in_the_broken_run_and_not_in_the_clean_one(train_run, name):
     # The default run is 3 epochs: asking for it by default shares it with tests/test_breaks.py
     # (train_run trains each configuration once per test session).
@@ -205,12 +205,11 @@ def fixed_break(name: str, folder) -> type[Break]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [n for n in FAULT_NAMES if n not in FIRST_SEVEN])
+@pytest.mark.parametrize("name", [n for n in FAULT_NAMES if n not in THROUGH_SUBMIT])
 def test_reference_fix_restores_the_clean_run(train_run, name, tmp_path, monkeypatch):
     """With the fix applied and the break still switched on, every metrics record is the clean
     run's: the same precision and clipping, one epoch (the default run where the fault needs the
-    restart after epoch 1). The first seven are checked through breaklab submit in
-    test_solutions.py."""
+    restart after epoch 1). fx.BREAKS are checked through breaklab submit above."""
     cls = fixed_break(name, tmp_path)
     monkeypatch.setitem(REGISTRY, f"{name}__fixed", cls)
     options = {} if cls.restart_after else {"epochs": 1}
@@ -222,6 +221,19 @@ def test_reference_fix_restores_the_clean_run(train_run, name, tmp_path, monkeyp
     fixed, clean_run = train_run(f"{name}__fixed", **options), train_run("none", **reference)
     assert fixed.steps == clean_run.steps
     assert fixed.epochs == clean_run.epochs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n in FAULT_NAMES[:7] if n not in THROUGH_SUBMIT])
+def test_the_recovery_bar_rejects_the_broken_run_and_passes_the_clean_one(train_run, name):
+    """The first seven's bars (1 epoch), for those not graded end to end: their fixed run is the
+    clean run record for record (test_reference_fix_restores_the_clean_run), so the bar must pass
+    the clean run and reject the broken one."""
+    bar = rubric(name)["recovery"]
+    broken, clean_run = train_run(name, epochs=1), train_run("none", epochs=1)
+    assert check_recovery(clean_run.records, clean_run.records, bar).passed
+    rejected = check_recovery(broken.records, clean_run.records, bar)
+    assert not rejected.passed, rejected.reasons
 
 
 # ---------------------------------------------------------------------------------------------
