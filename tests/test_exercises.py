@@ -493,6 +493,7 @@ def test_done_when_new_check_clean_one_fix_reveal(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.release
 def test_every_clean_variant_learns_and_runs_the_same_in_one_process(tmp_path):
     from breaklab.solutions.exercise_calibrate import with_seed
     from breaklab.exercises.check import matches_clean
@@ -531,6 +532,7 @@ def one_epoch(text: str) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.release
 def test_every_single_bug_shows_its_symptom_in_the_doctors_metrics(tmp_path):
     """Each mutation alone, in the first of SYMPTOM_SHAPES that holds it, for 1 epoch: the metric
     its symptom lives in, next to the clean run of the same shape, and a run that does not look

@@ -10,7 +10,8 @@
   lines, bytes that are not UTF-8), hostile meta.json and checkpoint bytes.
   Property: a Run (then a Diagnosis) or RunReadError, nothing else, within the deadline.
 
-Run with `--hypothesis-show-statistics` to see the number of cases tried.
+Run with `--hypothesis-show-statistics` to see the number of cases tried. The three properties
+are marked slow (seconds each), so the fast tier leaves them out.
 """
 from __future__ import annotations
 
@@ -132,6 +133,7 @@ def _no_escape(box: Path) -> None:
             assert Path(os.path.realpath(p)).is_relative_to(box.resolve()), f"outside: {p}"
 
 
+@pytest.mark.slow  # 800 cases: 10-15 s of CPU each
 @FUZZ
 @given(data=tarballs)
 def test_intake_only_accepts_or_rejects(data):
@@ -235,12 +237,14 @@ def _check_reader(path: Path) -> None:
     diagnose(run)
 
 
+@pytest.mark.slow  # 800 cases: 10-15 s of CPU each
 @FUZZ
 @given(files=run_files(), as_tarball=st.booleans())
 def test_doctor_reader_only_reads_or_refuses(files, as_tarball):
     _read_generated_run(files, as_tarball)
 
 
+@pytest.mark.slow  # 800 cases: 10-15 s of CPU each
 @FUZZ
 @given(files=run_files(wrong_types=True), as_tarball=st.booleans())
 def test_doctor_reader_refuses_records_of_the_wrong_shape(files, as_tarball):

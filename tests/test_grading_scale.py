@@ -18,7 +18,7 @@ import pytest
 import submission_fixtures as fx
 from report_corpus import HONEST, light_edit
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.release]
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -337,6 +337,7 @@ def every_option(tmp_path_factory, secret_env):
 
 
 @pytest.mark.slow
+@pytest.mark.release
 def test_no_mechanism_word_in_any_file_or_output_of_any_option(every_option):
     for option, (seed, folder, tarball, output, titles) in every_option.items():
         assert mechanism_words_in(output) == [], (option, output)

@@ -102,6 +102,7 @@ PLANS = [(signal.SIGINT, 14, 1), (signal.SIGKILL, 13, 1)]
 
 
 @pytest.mark.slow
+@pytest.mark.release
 @pytest.mark.parametrize("sig,seed,again", PLANS, ids=[f"{s.name}-{n}-{a}" for s, n, a in PLANS])
 def test_interrupted_then_resumed_run_matches_uninterrupted(reference, tmp_path, sig, seed, again):
     from breaklab.canonical_setup import load_checkpoint
