@@ -6,7 +6,9 @@ thousands of objects and 0.15-0.2 s of CPU a walk, for objects that live as long
 A command pays it while importing them (the imports' allocations trigger two full collections)
 and once more, over everything, when the interpreter exits. Measured on a 2-core machine, a
 1-epoch trainer.py run: 7.9 s of CPU before, 6.5 s with the exit's walk skipped, and 0.1-0.3 s
-less again with the imports' walks skipped (3 alternating pairs each, the same bytes).
+less again with the imports' walks skipped (3 alternating pairs each, the same bytes). On a CPU
+with smaller caches (an EPYC without AVX-512) the imports' walks cost more: `import torch,
+torch._dynamo` took 6.3-7.0 s of CPU with them and 5.0-5.4 s without (3 alternating pairs).
 
 * `imports_without_collection()`: the collector is off while the heavy modules are imported;
   then they are frozen (`gc.freeze`: moved out of the collector's reach for the rest of the

@@ -129,3 +129,18 @@ def test_imports_without_collection_freezes_only_a_fresh_process():
     with imports_without_collection(heavy="json"):
         assert gc.isenabled()
     assert gc.get_freeze_count() == frozen
+
+
+def test_heavy_imports_frozen_pauses_the_collector_only_while_they_import():
+    """The hook every breaklab command installs: the named module imports with the collector off
+    and is frozen after; the collector is on again, and a second call adds no second hook."""
+    import subprocess
+    import sys
+
+    fresh = subprocess.run([sys.executable, "-c", (
+        "import gc, sys\nfrom breaklab import process_gc\n"
+        "process_gc.heavy_imports_frozen(('xml.dom.minidom',))\nprocess_gc.heavy_imports_frozen(('xml.dom.minidom',))\n"
+        "hooks = sum(isinstance(f, process_gc._FrozenImport) for f in sys.meta_path)\n"
+        "before = gc.get_freeze_count()\nimport xml.dom.minidom\n"
+        "print(hooks, gc.isenabled(), gc.get_freeze_count() > before)")], capture_output=True, text=True, check=True)
+    assert fresh.stdout.split() == ["1", "True", "True"], fresh.stdout + fresh.stderr
