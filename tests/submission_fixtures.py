@@ -157,9 +157,7 @@ def _report(text: str, student: str | None = None):
     def change(files):
         files["report.md"] = text.encode()
         if student is not None:
-            manifest = json.loads(files["manifest.json"])
-            manifest["student"] = student
-            files["manifest.json"] = json.dumps(manifest).encode()
+            as_student(student)(files)
     return change
 
 

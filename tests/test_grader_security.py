@@ -157,6 +157,12 @@ def no_op(text: str) -> str:
     return text.replace("return lr * 100\n", "return lr * 100  # fixed\n")
 
 
+def edit(path: str, change):
+    def apply(tree: Path) -> None:
+        (tree / path).write_text(change((tree / path).read_text()))
+    return apply
+
+
 def capabilities() -> list[str]:
     from breaklab.grader.runs import cpu_capabilities
 
@@ -213,28 +219,25 @@ def attacked(tmp_path_factory):
     good = fx.repack(fx.reference("huge_lr"), "sec_good", fx.as_student("sec-good"))
     scratch = fx.student_clone("sec_scratch")
     hook = "breaks/huge_lr.py"
+    # Each attack is the honest submission with only its fix.patch replaced: the grader judges a fix
+    # by its own re-runs of the patch, never by the fixed run a submission carries. (A no-op fix is
+    # built with its own fixed run: an honest student's, which the re-run matches.)
     repacked = {
-        "planted_symlink": lambda t: _module_code(_hook_fixed(t), planted(victim, victim_dir, fifo=False)),
-        "planted_fifo": lambda t: _module_code(_hook_fixed(t), planted(victim, victim_dir, fifo=True)),
-        "snoops": lambda t: _module_code(_hook_fixed(t), snooping(
+        "planted_symlink": (hook, lambda t: _module_code(_hook_fixed(t), planted(victim, victim_dir, fifo=False))),
+        "planted_fifo": (hook, lambda t: _module_code(_hook_fixed(t), planted(victim, victim_dir, fifo=True))),
+        "snoops": (hook, lambda t: _module_code(_hook_fixed(t), snooping(
             [str(out), str(out / ".work"), str(out / ".work" / "submissions"), str(inbox), str(SOLUTIONS_DIR),
-             str(fx.workspace() / "course" / "solutions"), str(fx.ROOT), str(victim)])),
-        "injects": lambda t: _module_code(t, f"raise RuntimeError({INJECTION!r})\n"),
+             str(fx.workspace() / "course" / "solutions"), str(fx.ROOT), str(victim)]))),
+        "injects": (hook, lambda t: _module_code(t, f"raise RuntimeError({INJECTION!r})\n")),
+        "fakes_evaluation": (hook, fakes(unseen=False)),
+        "fakes_unseen": (hook, fakes(unseen=True)),
+        "masked": ("breaklab/config.py", masked),
     }
     subs = {"good": good}
-    for name, change in repacked.items():
-        patch = _patch(scratch, hook, change)
-        subs[name] = fx.repack(good, f"sec_{name}", lambda files, p=patch: files.__setitem__("fix.patch", p))
-    # The fixes below are judged by the grader's own re-runs of their patch, never by the fixed run
-    # a submission carries: each is the honest submission with only its fix.patch replaced.
-    # (A no-op fix is built with its own fixed run: an honest student's, which the re-run matches.)
-    patched = {"fakes_evaluation": (hook, fakes(unseen=False)), "fakes_unseen": (hook, fakes(unseen=True)),
-               "masked": ("breaklab/config.py", masked)}
-    for name, (path, change) in patched.items():
+    for name, (path, change) in repacked.items():
         patch = _patch(scratch, path, change)
         subs[name] = fx.repack(good, f"sec_{name}", lambda files, p=patch: files.__setitem__("fix.patch", p))
-    subs["no_op"] = fx.build("sec_no_op", "huge_lr", edit=lambda tree: (tree / hook).write_text(
-        no_op((tree / hook).read_text())))
+    subs["no_op"] = fx.build("sec_no_op", "huge_lr", edit=edit(hook, no_op))
     subs["tampered"] = fx.repack(good, "sec_tampered", fx._tamper_metrics)
     caps = other_capability()
     if caps is not None:
