@@ -5,7 +5,9 @@ copies of it whose fix.patch puts hostile code at the top of breaks/huge_lr.py (
 this break the grader runs; code in trainer.py would be out of scope and never run): it loops forever,
 allocates address space without bound, forks children and waits on them, writes a file outside
 its folder (caught or not, in Python or from a shell), or connects to a socket of the grading
-machine. All are graded in one Grader call (2 jobs) next to the real submission. Each hostile
+machine. All are graded in one Grader call (2 jobs) next to the real submission, but for the
+endless loop, which is graded at the same time in a Grader of its own with a short wall-clock limit
+(it is stopped only when the limit runs out, and the class need not wait for it). Each hostile
 submission must be stopped (at its first run: the grader's probe of the patched hooks) and graded
 0 with the sandbox's reason (in grade.json, grade.md and results.json), leave no process behind
 and nothing outside its folder, and leave the real submission's grade untouched. A fix that merely fails (an ordinary exception) is not stopped: it
@@ -19,6 +21,7 @@ import os
 import socket
 import subprocess
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -32,6 +35,8 @@ OUTSIDE = Path("/tmp") / f"{MARK}-written-outside"
 # Per re-run. A real 1-epoch re-run takes about 8 s on 2 idle cores (mostly importing torch) and
 # over 60 s on a loaded machine; the limit leaves 15x the idle time.
 TIMEOUT = 120
+# The endless loop's limit: its first run (the probe of the hooks) never ends, whatever the limit.
+LOOP_TIMEOUT = 15
 
 OUTSIDE_CAUGHT = Path("/tmp") / f"{MARK}-written-outside-caught"
 OUTSIDE_SHELL = Path("/tmp") / f"{MARK}-written-outside-shell"
@@ -138,15 +143,22 @@ def graded(tmp_path_factory):
     for name, code in {**HOSTILE, "fails": FAILS}.items():
         patch = hostile_patch(scratch, code.replace("PORT", str(listener.port)))
         subs[name] = fx.repack(good, f"sandbox_{name}", lambda files, p=patch: files.__setitem__("fix.patch", p))
-    out = tmp_path_factory.mktemp("sandbox-grading") / "graded"
-    grader = Grader(repo=fx.workspace() / "course", out=out, plots=False, timeout=TIMEOUT)
+    folder = tmp_path_factory.mktemp("sandbox-grading")
+    outs = {name: folder / ("graded-loop" if name == "loops_forever" else "graded") for name in subs}
+    loop = Grader(repo=fx.workspace() / "course", out=outs["loops_forever"], plots=False, timeout=LOOP_TIMEOUT)
+    rest = Grader(repo=fx.workspace() / "course", out=outs["good"], plots=False, timeout=TIMEOUT)
+    formats = ("json", "csv", "gradescope")
     try:
-        grades = grader.grade_all(list(subs.values()), jobs=2, formats=("json", "csv", "gradescope"))
+        with ThreadPoolExecutor(1) as beside:
+            looped = beside.submit(loop.grade_all, [subs["loops_forever"]], 1, formats)
+            grades = rest.grade_all([p for k, p in subs.items() if k != "loops_forever"], jobs=2, formats=formats)
+            grades += looped.result()
     finally:
         listener.close()
     by_tarball = {g["tarball"]: g for g in grades}
     outside = [p for p in OUTSIDE_FILES if p.exists()]
-    yield {k: by_tarball[p.name] for k, p in subs.items()}, listener, own_processes(out), out, outside
+    left = own_processes(outs["good"]) + own_processes(outs["loops_forever"])
+    yield {k: by_tarball[p.name] for k, p in subs.items()}, listener, left, outs, outside
     for path in OUTSIDE_FILES:
         path.unlink(missing_ok=True)
 
@@ -164,8 +176,8 @@ def isolated(grade: dict) -> bool:
 def test_hostile_submission_is_stopped_and_graded_zero_with_the_reason(graded, name):
     from breaklab.grader.report import md
 
-    grades, _, _, out, _ = graded
-    g = grades[name]
+    grades, _, _, outs, _ = graded
+    g, out = grades[name], outs[name]
     why, needs_kernel = REASONS[name]
     if needs_kernel and not isolated(g):
         pytest.skip("no mount and network namespaces here: " + "; ".join(g["sandbox"]["notes"]))
