@@ -11,7 +11,8 @@ from a handful of whole-model passes:
   and positive for every other value, NaN included); the first layer's dead units are its rows
   with no nonzero entry. One `index_add` turns rows into per-parameter sums;
 * the parameters are copied once into one flat snapshot before the optimizer step, and the
-  update is that snapshot minus the new parameters, in place: two norms give the update ratio;
+  update is that snapshot minus the new parameters, in place: one pass of per-parameter norms
+  gives each layer's update and, combined on the host, the whole update of the update ratio;
 * every kernel writes its result (out=) into one preallocated buffer, which goes to the host
   in one `.tolist()`; the divisions and square roots of a few dozen numbers are then done in
   Python, where they cost less than a kernel launch each.
@@ -34,7 +35,7 @@ from torch import nn
 MIN_ROW_WIDTH, WIDE_ROWS = 64, 1024
 
 # The raw values of a step, in the order they are synchronised, after the per-parameter sums.
-SCALARS = ("dead_rows", "weight_norm", "loss", "update_norm", "h_sum", "h_var", "h_dead", "out_sum",
+SCALARS = ("dead_rows", "weight_norm", "loss", "h_sum", "h_var", "h_dead", "out_sum",
            "out_var", "out_min", "out_max", "pre_clip_norm", "carried_norm")
 
 
@@ -159,10 +160,11 @@ class StepDiagnostics:
         torch.linalg.vector_norm(self._before_flat, out=self._slot["weight_norm"])
 
     def update_norm(self) -> None:
-        """||theta_before - theta_after|| over all parameters, in place in the snapshot (the same
-        norm as after - before: IEEE negation is exact)."""
+        """||theta_before - theta_after|| of each parameter, in place in the snapshot (the same
+        norm as after - before: IEEE negation is exact). record() combines them into the norm
+        over all parameters (in double precision): a second pass over the snapshot cost 13-16 us a
+        step (benchmarks/bench_diagnostics.py --compare-with, the versions taking turns)."""
         torch._foreach_sub_(self._before, self.params)
-        torch.linalg.vector_norm(self._before_flat, out=self._slot["update_norm"])
         torch.stack(torch._foreach_norm(self._before), out=self._update_by_param)
 
     def activation_stats(self, hidden: torch.Tensor | None, outputs: torch.Tensor | None) -> None:
@@ -283,7 +285,7 @@ class StepDiagnostics:
             v["loss"], math.sqrt(sum(square_sums)), (total - sum(nonzero)) / total,
             v["dead_rows"] / units if units else nan,
             *first, *last,
-            v["update_norm"] / max(v["weight_norm"], 1e-12),
+            math.sqrt(math.fsum(u * u for u in update_by_param)) / max(v["weight_norm"], 1e-12),  # update ratio
             *bn, float(scale),
             v["pre_clip_norm"] / float(scale) if pre_clip_measured and scale else nan,
             v["carried_norm"] if carried_measured else nan])
