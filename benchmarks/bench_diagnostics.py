@@ -66,6 +66,10 @@ def main() -> None:
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     diag, parts = StepDiagnostics(model), StepDiagnostics(model)
     old = load_diagnostics_at(args.compare_with)(model) if args.compare_with else None
+    # (statistics, label of its before_step, label of its after_step), timed in turns
+    versions = [(diag, "ALL: trainer's before_step()", "ALL: trainer's after_step() (+ 1 sync)")]
+    if old is not None:
+        versions.append((old, "ALL, older diagnostics.py: before_step()", "ALL, older diagnostics.py: after_step()"))
     sink = io.StringIO()
     t: dict[str, list[float]] = {}
 
@@ -97,9 +101,8 @@ def main() -> None:
             # With --compare-with, the two versions take turns going first: the second finds the
             # gradients and parameters in cache (measured: about 25 us a step of difference).
             order = 1 if step % 2 == 0 else -1
-            versions = [("ALL: trainer's ", diag)] + ([("ALL, older diagnostics.py: ", old)] if old else [])
-            for label, version in versions[::order]:
-                note(label + "before_step()", clock(version.before_step)[0])
+            for version, before_label, _ in versions[::order]:
+                note(before_label, clock(version.before_step)[0])
 
             opt_step, _ = clock(opt.step)
             note("bare step (fwd, bwd, SGD step)", fwd_bwd + opt_step)
@@ -110,10 +113,10 @@ def main() -> None:
                 note("BatchNorm running stats", clock(parts.batchnorm_stats)[0])
             kw = dict(loss=loss, outputs=logits, hidden=hidden, scale=1.0, step_skipped=False)
             records = {}
-            for label, version in versions[::order]:
-                dt, records[label] = clock(lambda version=version: version.after_step(**kw))
-                note(label + ("after_step() (+ 1 sync)" if version is diag else "after_step()"), dt)
-            record = records["ALL: trainer's "]
+            for version, _, after_label in versions[::order]:
+                dt, records[after_label] = clock(lambda version=version: version.after_step(**kw))
+                note(after_label, dt)
+            record = records["ALL: trainer's after_step() (+ 1 sync)"]
             note("JSON line (MetricLogger)", clock(lambda: sink.write(dumps(
                 {"type": "step", "step": step, "epoch": epoch, "batch_size": len(idx), "lr": 0.1, **record}) + "\n"))[0])
             step += 1
