@@ -118,3 +118,19 @@ def table(rows: list[list[str]], header: list[str]) -> str:
     line = lambda r: "| " + " | ".join(str(x).ljust(w) for x, w in zip(r, widths)) + " |"
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([line(header), sep, *map(line, rows)])
+
+
+def module_at(commit: str, path: str):
+    """The Python module in file `path` as it was at `commit`, loaded under a name of its own
+    (to time an older version beside the current one in the same process)."""
+    import importlib.util
+
+    src = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=ROOT, capture_output=True, text=True,
+                         check=True).stdout
+    name = f"{Path(path).stem}_at_{commit.replace('/', '_').replace('~', '_').replace('^', '_')}"
+    file = Path(tempfile.mkdtemp(prefix="breaklab-bench-")) / f"{name}.py"
+    file.write_text(src)
+    spec = importlib.util.spec_from_file_location(name, file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -15,14 +15,10 @@ on a busy shared machine stretches much less than wall time. Medians over steps.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import io
-import subprocess
-import tempfile
 import time
-from pathlib import Path
 
-from _common import ROOT, median, table
+from _common import median, module_at, table
 
 import torch
 import torch.nn.functional as F
@@ -31,18 +27,6 @@ from breaklab import trainer
 from breaklab.diagnostics import StepDiagnostics
 from breaklab.metric_log import dumps
 from breaklab.canonical_setup import configure_determinism, load_dataset, minibatches, seed_everything
-
-
-def load_diagnostics_at(commit: str):
-    """StepDiagnostics as breaklab/diagnostics.py was at `commit` (to compare before/after)."""
-    src = subprocess.run(["git", "show", f"{commit}:breaklab/diagnostics.py"], cwd=ROOT,
-                         capture_output=True, text=True, check=True).stdout
-    path = Path(tempfile.mkdtemp(prefix="breaklab-bench-")) / "diagnostics_old.py"
-    path.write_text(src)
-    spec = importlib.util.spec_from_file_location("diagnostics_old", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.StepDiagnostics
 
 
 def clock(fn):
@@ -65,7 +49,7 @@ def main() -> None:
     model = trainer.MLP()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     diag, parts = StepDiagnostics(model), StepDiagnostics(model)
-    old = load_diagnostics_at(args.compare_with)(model) if args.compare_with else None
+    old = module_at(args.compare_with, "breaklab/diagnostics.py").StepDiagnostics(model) if args.compare_with else None
     # (statistics, label of its before_step, label of its after_step), timed in turns
     versions = [(diag, "ALL: trainer's before_step()", "ALL: trainer's after_step() (+ 1 sync)")]
     if old is not None:

@@ -11,13 +11,17 @@ the model from the same seed on the same in-memory batches, and the medians are 
 
 Arms: bare (forward, loss, backward, optimizer step); + Monitor (before_step, after_step and
 one JSON line per step, the forward hooks); + Monitor(warn=True) (the doctor's detectors
-running as the records are written). The batches are tensors already in memory, so the ratio
+running as the records are written); + passes only: not the Monitor, but the passes over the
+gradients and the parameters that exact per-step statistics cannot do without, in their
+cheapest torch ops, and nothing else (no small statistics, no JSON, no hooks): a floor for any
+Monitor built from eager torch ops (see floor_passes). The batches are tensors already in memory, so the ratio
 is against the training step itself: with a DataLoader's per-sample transforms (examples/) the
 same absolute cost is a smaller share. Wall time and the thread's CPU time are both reported
 (on a busy machine another process stretches wall time much more than CPU time).
 
     python benchmarks/bench_monitor.py                   # 5 rounds, 1 thread
     python benchmarks/bench_monitor.py --rounds 1 --mlp-steps 20 --cnn-steps 4   # a smoke run
+    python benchmarks/bench_monitor.py --compare-with e953123   # also the Monitor at a commit
 """
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import table
+from _common import module_at, table
 
 import torch
 import torch.nn.functional as F
@@ -69,14 +73,54 @@ SETUPS = {
 }
 
 
-def run_arm(setup: str, batches, arm: str, workdir: Path) -> tuple[float, float]:
+def floor_passes(params: list[torch.Tensor]):
+    """(before_step, after_step) doing only what exact per-step gradient and update statistics
+    need to read and write, each in the cheapest eager torch op measured: the gradients' L2
+    norms (one read), |g| written once and summed (mean |g|; a row of the first layer sums to 0
+    exactly when the unit is dead), its bits clamped and summed (the exact zeros), the
+    parameters copied into the same buffer and their norm, and after the step each parameter's
+    update norm (a subtraction in place and a norm). The statistics are computed and thrown
+    away; no small tensors, no host synchronisation, no JSON."""
+    sizes = [p.numel() for p in params]
+    scratch = torch.empty(sum(sizes))
+    views = [v.view_as(p) for v, p in zip(scratch.split(sizes), params)]
+    first_rows = views[0].view(params[0].shape[0], -1)  # the optimizer's first parameter: the first layer's weight
+    rest = scratch[sizes[0]:]
+
+    def before() -> None:
+        grads = [p.grad for p in params]
+        torch._foreach_norm(grads)
+        for g, v in zip(grads, views):
+            torch.abs(g, out=v)
+        first_rows.sum(dim=1)
+        rest.sum()
+        scratch.view(torch.int32).clamp_max_(1).sum(dtype=torch.int32)
+        torch._foreach_copy_(views, params)
+        torch.linalg.vector_norm(scratch)
+
+    def after() -> None:
+        torch._foreach_sub_(views, params)
+        torch._foreach_norm(views)
+
+    return before, after
+
+
+def monitor_class(arm: str, old_monitor):
+    return old_monitor if arm.startswith("+ Monitor at") else Monitor
+
+
+def run_arm(setup: str, batches, arm: str, workdir: Path, old_monitor=None) -> tuple[float, float]:
     """(wall seconds, thread CPU seconds) of the training steps of one arm."""
     make_model, make_opt, loss_fn, _ = SETUPS[setup]
     torch.manual_seed(0)
     model = make_model()
     optimizer = make_opt(model.parameters())
-    mon = None if arm == "bare" else Monitor(model, optimizer, out=workdir / arm.replace(" ", "_"),
-                                             warn=arm.endswith("warn=True)"))
+    mon = floor = None
+    if arm == PASSES_ONLY:
+        floor = floor_passes([p for g in optimizer.param_groups for p in g["params"]])
+    elif arm != "bare":
+        mon = monitor_class(arm, old_monitor)(model, optimizer, out=workdir / arm.replace(" ", "_"),
+                                              warn=arm.endswith("warn=True)"))
     model.train()
     t0, c0 = time.perf_counter(), time.thread_time()
     for x, y in batches:
@@ -86,13 +130,33 @@ def run_arm(setup: str, batches, arm: str, workdir: Path) -> tuple[float, float]
         loss.backward()
         if mon is not None:
             mon.before_step()
+        elif floor is not None:
+            with torch.no_grad():
+                floor[0]()
         optimizer.step()
         if mon is not None:
             mon.after_step(loss, outputs=output, targets=y)
+        elif floor is not None:
+            with torch.no_grad():
+                floor[1]()
     wall, cpu = time.perf_counter() - t0, time.thread_time() - c0
     if mon is not None:
         mon.close()
     return wall, cpu
+
+
+def monitor_at(commit: str):
+    """breaklab.Monitor as monitor.py and diagnostics.py were at `commit` (the rest of the
+    package as it is now), to compare before and after a change in the same run."""
+    diagnostics = module_at(commit, "breaklab/diagnostics.py")
+    monitor = module_at(commit, "breaklab/monitor.py")
+    for name in ("StepDiagnostics", "forward_float_max", "finite_or_none"):
+        if hasattr(monitor, name) and hasattr(diagnostics, name):
+            setattr(monitor, name, getattr(diagnostics, name))
+    return monitor.Monitor
+
+
+PASSES_ONLY = "+ passes only (floor)"
 
 
 def main() -> None:
@@ -101,11 +165,17 @@ def main() -> None:
     ap.add_argument("--mlp-steps", type=int, default=300)
     ap.add_argument("--cnn-steps", type=int, default=30)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--compare-with", metavar="COMMIT",
+                    help="also time the Monitor as monitor.py and diagnostics.py were at this commit")
     args = ap.parse_args()
 
     configure_determinism(args.threads)
     data = load_dataset("sample")
-    arms = ["bare", "+ Monitor", "+ Monitor(warn=True)"]
+    arms = ["bare", "+ Monitor", "+ Monitor(warn=True)", PASSES_ONLY]
+    old_monitor = None
+    if args.compare_with:
+        old_monitor = monitor_at(args.compare_with)
+        arms.insert(2, f"+ Monitor at {args.compare_with}")
     rows = []
     with tempfile.TemporaryDirectory(prefix="breaklab-bench-monitor-") as tmp:
         for setup, (_, _, _, images) in SETUPS.items():
@@ -118,8 +188,8 @@ def main() -> None:
             times: dict[str, list[tuple[float, float]]] = {a: [] for a in arms}
             for r in range(args.rounds):
                 for arm in arms[r % len(arms):] + arms[:r % len(arms)]:
-                    times[arm].append(run_arm(setup, batches, arm, Path(tmp)))
-                    print(f"  {setup:<14} round {r + 1}/{args.rounds}  {arm:<22} {times[arm][-1][0]:7.3f} s",
+                    times[arm].append(run_arm(setup, batches, arm, Path(tmp), old_monitor))
+                    print(f"  {setup:<14} round {r + 1}/{args.rounds}  {arm:<24} {times[arm][-1][0]:7.3f} s",
                           file=sys.stderr)
             bare_wall = statistics.median(w for w, _ in times["bare"])
             bare_cpu = statistics.median(c for _, c in times["bare"])
@@ -135,6 +205,9 @@ def main() -> None:
     worst = max(float(r[3][:-1]) for r in rows if r[0].startswith("MLP") and r[1] == "+ Monitor")
     print(f"goal: Monitor within 1.3x of the bare MLP step: {'met' if worst <= 1.3 else 'not met'} "
           f"({mlp_ratio:.2f}x-{worst:.2f}x wall)")
+    floors = [float(r[3][:-1]) for r in rows if r[0].startswith("MLP") and r[1] == PASSES_ONLY]
+    print(f"floor: the passes alone are {min(floors):.2f}x-{max(floors):.2f}x of the bare MLP step "
+          f"(an eager-torch Monitor with exact per-step statistics cannot be faster)")
 
 
 if __name__ == "__main__":
