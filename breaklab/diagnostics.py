@@ -10,8 +10,10 @@ from a handful of whole-model passes:
   the row L2 norms, and the nonzero counts (|g|'s bit pattern, as int32, is 0 exactly for +-0.0
   and positive for every other value, NaN included); the first layer's dead units are its rows
   with no nonzero entry. One `index_add` turns rows into per-parameter sums;
-* the parameters are copied once into one flat snapshot before the optimizer step, and the
-  update is that snapshot minus the new parameters, in place: one pass of per-parameter norms
+* the parameters are copied once before the optimizer step, into the gradient matrix (its |g|
+  is used up by then: one scratch buffer, not two, competes with the training step for the
+  cache), and the update is that snapshot minus the new parameters, in place: one pass of
+  per-parameter norms
   gives each layer's update and, combined on the host, the whole update of the update ratio;
 * every kernel writes its result (out=) into one preallocated buffer, which goes to the host
   in one `.tolist()`; the divisions and square roots of a few dozen numbers are then done in
@@ -102,9 +104,10 @@ class StepDiagnostics:
             self._first_nonzero = torch.empty(self.hidden_units, dtype=torch.int32, device=device)
         self._zeros = torch.zeros(3, n, device=device)  # index_add's starting point
 
-        # The parameters before the step, one flat buffer.
-        self._before_flat = torch.empty(sum(self.numel), device=device)
-        self._before = [v.view_as(p) for v, p in zip(self._before_flat.split(self.numel), self.params)]
+        # The parameters before the step, in the gradient matrix: its |g| is used up by then, and
+        # one buffer instead of two leaves the training step more of the cache (the padding
+        # stays 0, so the norm of the whole matrix is the parameters' norm).
+        self._before = self._grad_views
 
         # Every raw value of a step is written (out=) into one buffer, read with one .tolist():
         # the per-parameter sums, the scalars, each BatchNorm's two sums, then each parameter's
@@ -157,7 +160,7 @@ class StepDiagnostics:
     def snapshot_params(self) -> None:
         """Copy the parameters before the step, and their global L2 norm."""
         torch._foreach_copy_(self._before, self.params)
-        torch.linalg.vector_norm(self._before_flat, out=self._slot["weight_norm"])
+        torch.linalg.vector_norm(self._grad_matrix, out=self._slot["weight_norm"])
 
     def update_norm(self) -> None:
         """||theta_before - theta_after|| of each parameter, in place in the snapshot (the same
