@@ -41,14 +41,18 @@ SCALARS = ("dead_rows", "weight_norm", "loss", "h_sum", "h_var", "h_dead", "out_
            "out_var", "out_min", "out_max", "pre_clip_norm", "carried_norm")
 
 
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+
+
 def forward_float_max(device_type: str) -> float:
     """The largest finite number of the dtype autocast computes in at this moment on this device
     type: 65504 for float16, 3.39e38 for bfloat16, float32's 3.40e38 when autocast is off.
     Called inside the forward pass, it is what the step actually ran in, whatever the
     configuration says. A number rather than the dtype's name, so that a mystery run's metrics
     carry no word of a mechanism."""
-    dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else torch.float32
-    return float(torch.finfo(dtype).max)
+    if not torch.is_autocast_enabled(device_type):
+        return FLOAT32_MAX
+    return float(torch.finfo(torch.get_autocast_dtype(device_type)).max)
 
 
 class StepDiagnostics:

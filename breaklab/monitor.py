@@ -101,6 +101,7 @@ class Monitor:
         self.stopped: str | None = None
         # The range of the dtype the last training forward pass ran in, seen from inside that pass.
         self._forward_max: float | None = None
+        self._device_type: str | None = None  # the model's, at its first training forward pass
         self._forward_hook = model.register_forward_hook(self._keep_forward_dtype)
 
     # -- the calls a training loop makes ------------------------------------------------------
@@ -265,8 +266,10 @@ class Monitor:
 
     def _keep_forward_dtype(self, module, args, output) -> None:
         if torch.is_grad_enabled():
-            param = next(module.parameters(), None)
-            self._forward_max = forward_float_max(param.device.type if param is not None else "cpu")
+            if self._device_type is None:  # looked up once: it cost more than the rest of the hook
+                param = next(module.parameters(), None)
+                self._device_type = param.device.type if param is not None else "cpu"
+            self._forward_max = forward_float_max(self._device_type)
 
     def _keep_input(self, module, args, output) -> None:
         if torch.is_grad_enabled() and args and isinstance(args[0], torch.Tensor):
