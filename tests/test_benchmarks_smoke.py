@@ -33,3 +33,12 @@ def test_bench_diagnostics_times_each_group():
     for part in ("grad norms", "zero fractions", "update ratio", "activation + output stats",
                  "ALL: diagnostics + JSON line"):
         assert part in out
+
+
+def test_bench_monitor_parts_takes_each_part_away_in_turn():
+    out = bench("benchmarks/bench_monitor_parts.py", "--steps", "8", "--rounds", "1")
+    rows = {line.split("|")[1].strip() for line in out.splitlines() if line.startswith("| ")}
+    for arm in ("bare", "+ Monitor", "- gradient statistics", "- update ratio", "- activation + output stats",
+                "- BatchNorm stats", "- record's Python", "- train accuracy bookkeeping", "- JSON line"):
+        assert arm in rows, arm
+    assert "the whole Monitor:" in out
