@@ -9,7 +9,9 @@ nothing or returns the last real result), side by side, the arms rotating, media
 thread's CPU time. "saves" is what the step gets back without that part.
 
 The parts: the gradient statistics (|g|, norms, zero counts, per-parameter sums), the update
-ratio (the parameter snapshot and the update norms), the activation and output statistics,
+ratio (the parameter snapshot and the update norms), both of them (they share a scratch
+buffer, so only without both does the step get that buffer's share of the cache back: the two
+save more together than apart), the activation and output statistics,
 the BatchNorm statistics, the record's Python (record() in breaklab.diagnostics), the train
 accuracy's bookkeeping, and the JSON line (encoding and writing).
 
@@ -59,12 +61,15 @@ PARTS = {
     "update ratio": [
         (StepDiagnostics, "snapshot_params", lambda self: None),
         (StepDiagnostics, "update_norm", lambda self: None)],
+    # the two share one scratch buffer: without both, the step also gets its cache back
+    "gradient statistics and update ratio": [],  # filled in below
     "activation + output stats": [(StepDiagnostics, "activation_stats", lambda self, hidden, outputs: None)],
     "BatchNorm stats": [(StepDiagnostics, "batchnorm_stats", lambda self: None)],
     "record's Python": [(StepDiagnostics, "record", _last_record(StepDiagnostics.record))],
     "train accuracy bookkeeping": [(Monitor, "_count_correct", lambda self, outputs, targets, classes_dim: None)],
     "JSON line": [(MetricLogger, "write", lambda self, record: self._records.append(record))],
 }
+PARTS["gradient statistics and update ratio"] = PARTS["gradient statistics"] + PARTS["update ratio"]
 
 
 def run_arm(setup: str, batches, arm: str, workdir: Path) -> float:

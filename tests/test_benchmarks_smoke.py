@@ -38,7 +38,8 @@ def test_bench_diagnostics_times_each_group():
 def test_bench_monitor_parts_takes_each_part_away_in_turn():
     out = bench("benchmarks/bench_monitor_parts.py", "--steps", "8", "--rounds", "1")
     rows = {line.split("|")[1].strip() for line in out.splitlines() if line.startswith("| ")}
-    for arm in ("bare", "+ Monitor", "- gradient statistics", "- update ratio", "- activation + output stats",
+    for arm in ("bare", "+ Monitor", "- gradient statistics", "- update ratio",
+                "- gradient statistics and update ratio", "- activation + output stats",
                 "- BatchNorm stats", "- record's Python", "- train accuracy bookkeeping", "- JSON line"):
         assert arm in rows, arm
     assert "the whole Monitor:" in out
