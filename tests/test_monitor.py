@@ -278,12 +278,13 @@ def test_monitor_on_trainers_loop_writes_trainers_bytes(tmp_path, amp):
 @pytest.mark.slow
 def test_bench_monitor_runs_every_arm_side_by_side():
     proc = subprocess.run([sys.executable, "benchmarks/bench_monitor.py", "--rounds", "1", "--mlp-steps", "10",
-                           "--cnn-steps", "2", "--compare-with", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600)
+                           "--cnn-steps", "2", "--loader-steps", "2", "--compare-with", "HEAD"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     rows = {tuple(cell.strip() for cell in line.strip("|").split("|")[:2]) for line in proc.stdout.splitlines()}
-    for setup in ("MLP, SGD", "MLP, Adam", "CNN, Adadelta"):
+    for setup in ("MLP, SGD", "MLP, Adam", "CNN, Adadelta", "MLP, Adam, DataLoader"):
         for arm in ("bare", "+ Monitor", "+ Monitor at HEAD", "+ Monitor(warn=True)", "+ passes only (floor)"):
             assert (setup, arm) in rows, (setup, arm)
     assert "goal: Monitor within 1.3x of the bare MLP step" in proc.stdout
     assert "floor: the passes alone are" in proc.stdout
+    assert "in examples/mnist_mlp.py's loop (DataLoader, per-image transforms): Monitor" in proc.stdout
