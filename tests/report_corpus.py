@@ -421,8 +421,8 @@ out, they are not whole dead rows (dead_unit_frac is 0), and amp_scale stays 1.0
 
 ```symptom
 metric: zero_grad_frac_by_layer.fc1.weight
-step: 2
-value: 0.132
+step: 0
+value: 0.141
 ```
 
 ## Root cause
