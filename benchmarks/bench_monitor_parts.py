@@ -24,20 +24,17 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
+import bench_monitor
 from _common import table
-from bench_monitor import SETUPS
 
 import torch
 
-from breaklab import monitor as monitor_module
+from breaklab.monitor import Monitor
 from breaklab.canonical_setup import configure_determinism, load_dataset
 from breaklab.diagnostics import StepDiagnostics
 from breaklab.metric_log import MetricLogger
-
-Monitor = monitor_module.Monitor
 
 
 def _last_record(original):
@@ -78,27 +75,8 @@ def run_arm(setup: str, batches, arm: str, workdir: Path) -> float:
     originals = [(cls, name, cls.__dict__[name]) for cls, name, _ in replaced]
     for cls, name, replacement in replaced:
         setattr(cls, name, replacement)
-    try:
-        make_model, make_opt, loss_fn, _ = SETUPS[setup]
-        torch.manual_seed(0)
-        model = make_model()
-        optimizer = make_opt(model.parameters())
-        mon = None if arm == "bare" else Monitor(model, optimizer, out=workdir / "run")
-        model.train()
-        c0 = time.thread_time()
-        for x, y in batches:
-            optimizer.zero_grad()
-            output = model(x)
-            loss = loss_fn(output, y)
-            loss.backward()
-            if mon is not None:
-                mon.before_step()
-            optimizer.step()
-            if mon is not None:
-                mon.after_step(loss, outputs=output, targets=y)
-        cpu = time.thread_time() - c0
-        if mon is not None:
-            mon.close()
+    try:  # bench_monitor's own loop, with the Monitor or bare
+        _, cpu = bench_monitor.run_arm(setup, batches, "bare" if arm == "bare" else "+ Monitor", workdir)
         return cpu / len(batches)
     finally:
         for cls, name, original in originals:
