@@ -13,8 +13,8 @@ from a handful of whole-model passes:
 * the parameters are copied once before the optimizer step, into the gradient matrix (its |g|
   is used up by then: one scratch buffer, not two, competes with the training step for the
   cache), and the update is that snapshot minus the new parameters, in place: one pass of
-  per-parameter norms
-  gives each layer's update and, combined on the host, the whole update of the update ratio;
+  per-parameter norms gives each layer's update and, combined on the host, the whole update of
+  the update ratio;
 * every kernel writes its result (out=) into one preallocated buffer, which goes to the host
   in one `.tolist()`; the divisions and square roots of a few dozen numbers are then done in
   Python, where they cost less than a kernel launch each.
