@@ -1,8 +1,8 @@
 """What breaklab.Monitor costs in a loop written the way people write it (not trainer.py's).
 
-For each model, the same training steps run bare and with the Monitor, side by side in one
+For each setup, the same training steps run bare and with the Monitor, side by side in one
 process: rounds alternate the arms (rotating which goes first), each arm trains a fresh copy of
-the model from the same seed on the same in-memory batches, and the medians are compared.
+the model from the same seed on the same batches, and the medians are compared.
 
   MLP, SGD    784 -> 256 -> BatchNorm -> ReLU -> Dropout -> 10 (nn.Sequential), SGD + momentum
   MLP, Adam   the same MLP with Adam, as in examples/mnist_mlp.py
@@ -17,10 +17,11 @@ one JSON line per step, the forward hooks); + Monitor(warn=True) (the doctor's d
 running as the records are written); + passes only: not the Monitor, but the passes over the
 gradients and the parameters that exact per-step statistics cannot do without, in their
 cheapest torch ops, and nothing else (no small statistics, no JSON, no hooks): a floor for any
-Monitor built from eager torch ops (see floor_passes). In the first three setups the batches are tensors already in
-memory, so the ratio is against the training step itself (the goal's measure); the DataLoader
-setup shows the same absolute cost as a share of a loop that loads its data the usual way. Wall time and the thread's CPU time are both reported
-(on a busy machine another process stretches wall time much more than CPU time).
+Monitor built from eager torch ops (see floor_passes). In the first three setups the batches
+are tensors already in memory, so the ratio is against the training step itself (the goal's
+measure); the DataLoader setup shows the same absolute cost as a share of a loop that loads its
+data the usual way. Wall time and the thread's CPU time are both reported (on a busy machine
+another process stretches wall time much more than CPU time).
 
     python benchmarks/bench_monitor.py                   # 5 rounds, 1 thread
     python benchmarks/bench_monitor.py --rounds 1 --mlp-steps 20 --cnn-steps 4   # a smoke run
@@ -82,6 +83,7 @@ SETUPS = {
     "MLP, Adam, DataLoader": (flat_mlp, lambda ps: torch.optim.Adam(ps, lr=1e-3), F.cross_entropy, "loader"),
 }
 IN_MEMORY_MLP = ("MLP, SGD", "MLP, Adam")
+PASSES_ONLY = "+ passes only (floor)"
 
 
 class LoaderBatches:
@@ -129,7 +131,7 @@ def floor_passes(params: list[torch.Tensor]):
     sizes = [p.numel() for p in params]
     scratch = torch.empty(sum(sizes))
     views = [v.view_as(p) for v, p in zip(scratch.split(sizes), params)]
-    first_rows = views[0].view(params[0].shape[0], -1)  # the optimizer's first parameter: the first layer's weight
+    first_rows = views[0].view(params[0].shape[0], -1)  # the optimizer's first parameter: layer 1's weight
     rest = scratch[sizes[0]:]
 
     def before() -> None:
@@ -199,9 +201,6 @@ def monitor_at(commit: str):
         if hasattr(monitor, name) and hasattr(diagnostics, name):
             setattr(monitor, name, getattr(diagnostics, name))
     return monitor.Monitor
-
-
-PASSES_ONLY = "+ passes only (floor)"
 
 
 def main() -> None:
