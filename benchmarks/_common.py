@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import resource
 import statistics
 import struct
@@ -127,7 +128,7 @@ def module_at(commit: str, path: str):
 
     src = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=ROOT, capture_output=True, text=True,
                          check=True).stdout
-    name = f"{Path(path).stem}_at_{commit.replace('/', '_').replace('~', '_').replace('^', '_')}"
+    name = Path(path).stem + "_at_" + re.sub(r"\W", "_", commit)
     file = Path(tempfile.mkdtemp(prefix="breaklab-bench-")) / f"{name}.py"
     file.write_text(src)
     spec = importlib.util.spec_from_file_location(name, file)

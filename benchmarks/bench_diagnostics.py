@@ -49,7 +49,9 @@ def main() -> None:
     model = trainer.MLP()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     diag, parts = StepDiagnostics(model), StepDiagnostics(model)
-    old = module_at(args.compare_with, "breaklab/diagnostics.py").StepDiagnostics(model) if args.compare_with else None
+    old = None
+    if args.compare_with:
+        old = module_at(args.compare_with, "breaklab/diagnostics.py").StepDiagnostics(model)
     # (statistics, label of its before_step, label of its after_step), timed in turns
     versions = [(diag, "ALL: trainer's before_step()", "ALL: trainer's after_step() (+ 1 sync)")]
     if old is not None:

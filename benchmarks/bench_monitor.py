@@ -152,8 +152,14 @@ def floor_passes(params: list[torch.Tensor]):
     return before, after
 
 
-def monitor_class(arm: str, old_monitor):
-    return old_monitor if arm.startswith("+ Monitor at") else Monitor
+def memory_batches(data, steps: int, source: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """`steps` batches of 64 from the bundled sample's training set, in memory, in a seeded
+    shuffled order (reshuffled after each pass): flat vectors, or 1 x 28 x 28 images."""
+    g = torch.Generator().manual_seed(0)
+    order = torch.cat([torch.randperm(len(data.y_train), generator=g)
+                       for _ in range(-(-steps * 64 // len(data.y_train)))])
+    x_all = data.x_train.view(-1, 1, 28, 28) if source == "images" else data.x_train
+    return [(x_all[i], data.y_train[i]) for i in order[:steps * 64].split(64)]
 
 
 def run_arm(setup: str, batches, arm: str, workdir: Path, old_monitor=None) -> tuple[float, float]:
@@ -166,8 +172,8 @@ def run_arm(setup: str, batches, arm: str, workdir: Path, old_monitor=None) -> t
     if arm == PASSES_ONLY:
         floor = floor_passes([p for g in optimizer.param_groups for p in g["params"]])
     elif arm != "bare":
-        mon = monitor_class(arm, old_monitor)(model, optimizer, out=workdir / arm.replace(" ", "_"),
-                                              warn=arm.endswith("warn=True)"))
+        make = old_monitor if arm.startswith("+ Monitor at") else Monitor
+        mon = make(model, optimizer, out=workdir / arm.replace(" ", "_"), warn=arm.endswith("warn=True)"))
     model.train()
     t0, c0 = time.perf_counter(), time.thread_time()
     for x, y in batches:
@@ -230,11 +236,7 @@ def main() -> None:
                 steps = len(batches)
             else:
                 steps = args.cnn_steps if source == "images" else args.mlp_steps
-                g = torch.Generator().manual_seed(0)
-                order = torch.cat([torch.randperm(len(data.y_train), generator=g)
-                                   for _ in range(-(-steps * 64 // len(data.y_train)))])
-                x_all = data.x_train.view(-1, 1, 28, 28) if source == "images" else data.x_train
-                batches = [(x_all[i], data.y_train[i]) for i in order[:steps * 64].split(64)]
+                batches = memory_batches(data, steps, source)
             run_arm(setup, batches[:3], "+ Monitor", Path(tmp))  # warm-up: first-call costs out of the rounds
             times: dict[str, list[tuple[float, float]]] = {a: [] for a in arms}
             for r in range(args.rounds):

@@ -29,8 +29,6 @@ from pathlib import Path
 import bench_monitor
 from _common import table
 
-import torch
-
 from breaklab.monitor import Monitor
 from breaklab.canonical_setup import configure_determinism, load_dataset
 from breaklab.diagnostics import StepDiagnostics
@@ -93,11 +91,7 @@ def main() -> None:
 
     configure_determinism(args.threads)
     setup = {"sgd": "MLP, SGD", "adam": "MLP, Adam"}[args.optimizer]
-    data = load_dataset("sample")
-    g = torch.Generator().manual_seed(0)
-    order = torch.cat([torch.randperm(len(data.y_train), generator=g)
-                       for _ in range(-(-args.steps * 64 // len(data.y_train)))])
-    batches = [(data.x_train[i], data.y_train[i]) for i in order[:args.steps * 64].split(64)]
+    batches = bench_monitor.memory_batches(load_dataset("sample"), args.steps, "vectors")
     arms = ["bare", "+ Monitor"] + [f"- {part}" for part in PARTS]
     times: dict[str, list[float]] = {a: [] for a in arms}
     with tempfile.TemporaryDirectory(prefix="breaklab-bench-parts-") as tmp:
